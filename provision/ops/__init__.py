@@ -1,0 +1,1 @@
+"""Operations: each compiles to a guarded shell step (check, apply)."""
