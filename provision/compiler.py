@@ -1,0 +1,186 @@
+"""Compile the roles for one host into a plan of guarded steps, and the plan into one POSIX sh script."""
+from __future__ import annotations
+
+import base64
+import importlib.resources
+from dataclasses import dataclass, field
+from typing import Any
+
+from provision.errors import RoleError
+from provision.inventory import Host
+from provision.ops import OpContext, Step
+from provision.roles import Role, Task, find_handler
+from provision.secrets import Secret, secret_shell_name
+from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
+
+DEFAULT_APT_LOCK_TIMEOUT = 600
+
+
+@dataclass
+class PlannedStep:
+    """A step with its place in the run: its id in the script, its task and its handlers."""
+
+    id: int
+    task: Task
+    step: Step
+    notify: list[Task] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.task.role}: {self.task.name}"
+
+
+@dataclass
+class Plan:
+    """Everything one host's run will do, in order, and the secrets its script carries."""
+
+    host: str
+    roles: list[str]
+    steps: list[PlannedStep]
+    handlers: list[PlannedStep]
+    secrets: dict[str, Secret]
+    apt_lock_timeout: int
+
+    def by_id(self) -> dict[int, PlannedStep]:
+        return {p.id: p for p in self.steps + self.handlers}
+
+
+def host_variables(roles: list[Role], host: Host, extra: dict[str, Any]) -> dict[str, Any]:
+    """Variables in precedence order: role defaults < all < group < host < -e."""
+    merged: dict[str, Any] = {}
+    for role in roles:
+        merged.update(role.defaults)
+    merged.update(host.vars)
+    merged.update(extra)
+    return merged
+
+
+def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any]) -> Plan:
+    """Render every task of `roles` for `host` with its variables and facts; refuse what cannot render."""
+    env = make_environment([role.path / "templates" for role in roles])
+    secrets: dict[str, Secret] = {}
+    env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
+    base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root")}
+    variables = resolve_variables(env, host_variables(roles, host, extra), base, host.name)
+    context = {**variables, **base}
+    steps: list[PlannedStep] = []
+    handlers: dict[str, PlannedStep] = {}
+    next_id = 1
+    for role in roles:
+        for task in role.tasks:
+            if task.when is not None and not evaluate(env, task.when, context, task.where):
+                continue
+            step = _compile(task, role, env, context)
+            planned = PlannedStep(next_id, task, step)
+            next_id += 1
+            for name in task.notify:
+                handler = find_handler(roles, name)
+                if handler.name not in handlers:
+                    handlers[handler.name] = PlannedStep(0, handler, _compile(handler, _role_of(roles, handler), env, context))
+                planned.notify.append(handler)
+            steps.append(planned)
+    handler_steps = []
+    for planned in handlers.values():
+        planned.id = next_id
+        next_id += 1
+        handler_steps.append(planned)
+    timeout = int(variables.get("apt_lock_timeout", DEFAULT_APT_LOCK_TIMEOUT))
+    return Plan(host.name, [r.name for r in roles], steps, handler_steps, secrets, timeout)
+
+
+def _role_of(roles: list[Role], task: Task) -> Role:
+    return next(role for role in roles if role.name == task.role)
+
+
+def _compile(task: Task, role: Role, env, context: dict) -> Step:
+    args = render_value(env, task.args, context, task.where)
+    args = task.op.validate(args, task.where)
+
+    def render_template(name: str) -> str:
+        return render_file(env, name, context, task.where, f"{role.shown_path}/templates")
+
+    try:
+        return task.op.build(args, OpContext(context["facts"], task.where, render_template))
+    except RoleError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise RoleError(f"{task.where}: {task.op.name}: {exc}") from None
+
+
+def _secret_var(value: Any, secrets: dict[str, Secret], host: str) -> str:
+    """The `secret_var` filter: a secret becomes a reference to a shell variable set from stdin."""
+    if not isinstance(value, Secret):
+        raise RoleError(f"host {host}: secret_var applied to a value that is not a secret reference")
+    secrets[secret_shell_name(value.name)] = value
+    return f'"${secret_shell_name(value.name)}"'
+
+
+def _function(name: str, body: str) -> str:
+    return f"{name}() {{\n{body.rstrip()}\n}}\n"
+
+
+def _control(planned: PlannedStep) -> str:
+    step = planned.step
+    if step.control:
+        return step.control
+    if step.path:
+        return "file"
+    return "plain" if step.recheck else "norecheck"
+
+
+def _current_sh(planned: PlannedStep) -> str:
+    step, sid = planned.step, planned.id
+    lines = [
+        f"if [ -f '{step.path}' ]; then printf '@@prov {sid} current %s\\n' \"$(base64 -w0 < '{step.path}')\"; "
+        f"else prov_say {sid} current -; fi"
+    ]
+    if step.desired_sh:
+        lines.append(f"printf '@@prov {sid} desired %s\\n' \"$( ( {step.desired_sh} ) | base64 -w0)\"")
+    return "\n".join(lines)
+
+
+def render_script(plan: Plan, check: bool = False, diff: bool = False) -> str:
+    """The whole run as one POSIX sh script; nothing runs until its last line is read."""
+    prelude = importlib.resources.files("provision").joinpath("prelude.sh").read_text()
+    parts = [
+        "#!/bin/sh",
+        f"# provision: host {plan.host}, roles {', '.join(plan.roles)}",
+        "# shellcheck disable=SC2317  # step functions are called by name through prov_step",
+        f"PROV_CHECK={int(check)}",
+        f"PROV_DIFF={int(diff)}",
+        f"PROV_APT_LOCK_TIMEOUT={plan.apt_lock_timeout}",
+        prelude,
+    ]
+    if any(p.task.op.name == "json_merge" for p in plan.steps + plan.handlers):
+        awk = importlib.resources.files("provision").joinpath("json_merge.awk").read_text()
+        parts.append(_function("prov_json_merge", f"[ -e \"$prov_run/json_merge.awk\" ] || cat > \"$prov_run/json_merge.awk\" <<'PROV_AWK'\n{awk}PROV_AWK\nawk -f \"$prov_run/json_merge.awk\" \"$@\""))
+    for planned in plan.steps + plan.handlers:
+        parts.append(f"# {planned.id}: {planned.label.replace(chr(10), ' ')}")
+        parts.append(_function(f"s{planned.id}_check", planned.step.check))
+        parts.append(_function(f"s{planned.id}_apply", planned.step.apply))
+        if planned.step.path:
+            parts.append(_function(f"s{planned.id}_current", _current_sh(planned)))
+    main = ["prov_start"]
+    for planned in plan.steps:
+        call = f"prov_step {planned.id} {_control(planned)}"
+        if planned.notify:
+            notes = "; ".join(f"prov_notify {h.handler_key}" for h in planned.notify)
+            call = f"if ! {call}; then {notes}; fi"
+        main.append(call)
+    for planned in plan.handlers:
+        key = planned.task.handler_key
+        main.append(f"if prov_notified {key}; then prov_handler {planned.id} {key}; fi")
+    main.append("prov_say - finished")
+    parts.append(_function("prov_main", "\n".join(main)))
+    parts.append(_secrets_sh(plan))
+    parts.append("prov_main < /dev/null\nexit $?\n")
+    return "\n".join(parts)
+
+
+def _secrets_sh(plan: Plan) -> str:
+    """Secrets as shell variables, base64 in the script text (stdin), never on a command line."""
+    lines = []
+    for name, secret in sorted(plan.secrets.items()):
+        encoded = base64.b64encode(secret.value.encode()).decode()
+        lines.append(f"{name}=$(printf '%s' '{encoded}' | base64 -d)")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Host facts gathered in one round trip by a small sh script, and an example set for validation."""
+from __future__ import annotations
+
+from typing import Any
+
+FACTS_SCRIPT = r"""
+. /etc/os-release 2>/dev/null
+echo "os_id=${ID:-unknown}"
+echo "os_version_id=${VERSION_ID:-}"
+echo "os_codename=${VERSION_CODENAME:-}"
+echo "arch=$(dpkg --print-architecture 2>/dev/null || uname -m)"
+echo "kernel=$(uname -r)"
+echo "hostname=$(uname -n)"
+echo "boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
+echo "user=$(id -un)"
+if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
+if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo sudo=1; else echo sudo=0; fi
+if [ -d "/lib/modules/$(uname -r)/build" ]; then echo kernel_headers=1; else echo kernel_headers=0; fi
+echo "tmp_fs=$(stat -f -c %T /tmp 2>/dev/null)"
+echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)"
+for d in / /var/lib/docker /var/tmp; do
+  [ -d "$d" ] && echo "disk_free_kb $d=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
+done
+sb=unknown
+if command -v mokutil >/dev/null 2>&1; then
+  case $(mokutil --sb-state 2>/dev/null) in *enabled*) sb=enabled ;; *disabled*) sb=disabled ;; esac
+elif [ -d /sys/firmware/efi ]; then
+  for f in /sys/firmware/efi/efivars/SecureBoot-*; do
+    [ -r "$f" ] && { [ "$(od -An -tu1 -j4 -N1 "$f" | tr -d ' ')" = 1 ] && sb=enabled || sb=disabled; }
+  done
+else
+  sb=disabled
+fi
+echo "secure_boot=$sb"
+for dev in /sys/bus/pci/devices/*; do
+  [ -r "$dev/vendor" ] || continue
+  [ "$(cat "$dev/vendor")" = 0x10de ] || continue
+  case $(cat "$dev/class") in 0x03*) echo "gpu=${dev##*/} $(cat "$dev/device") $(cat "$dev/class")" ;; esac
+done
+[ -x /usr/bin/nvidia-smi ] && echo "driver_loaded=$( [ -e /proc/driver/nvidia/version ] && echo 1 || echo 0)"
+true
+"""
+
+EXAMPLE_FACTS: dict[str, Any] = {
+    "os_id": "ubuntu", "os_version_id": "22.04", "os_codename": "jammy", "arch": "amd64",
+    "kernel": "6.8.0-1015-aws", "hostname": "example", "boot_id": "00000000-0000-0000-0000-000000000000",
+    "user": "ubuntu", "systemd": True, "sudo": True, "kernel_headers": True, "tmp_fs": "ext2/ext3",
+    "mem_kb": 62914560, "disk_free_kb": {"/": 100000000}, "secure_boot": "disabled",
+    "gpus": [{"slot": "0000:00:1e.0", "pci_id": "10de:1db1", "class": "0x030200"}],
+    "driver_loaded": False,
+}
+"""Facts used to validate roles before any connection: every fact a role may read, with a typical value."""
+
+_FLAGS = {"systemd", "sudo", "kernel_headers", "driver_loaded"}
+
+
+def parse_facts(output: str) -> dict[str, Any]:
+    """The facts script's `key=value` lines as a dict with typed values."""
+    facts: dict[str, Any] = {"gpus": [], "disk_free_kb": {}, "driver_loaded": False}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "gpu":
+            slot, device, pci_class = (value.split() + ["", "", ""])[:3]
+            facts["gpus"].append({"slot": slot, "pci_id": f"10de:{device.removeprefix('0x')}", "class": pci_class})
+        elif key.startswith("disk_free_kb "):
+            facts["disk_free_kb"][key.split(" ", 1)[1]] = int(value or 0)
+        elif key in _FLAGS:
+            facts[key] = value == "1"
+        elif key == "mem_kb":
+            facts[key] = int(value or 0)
+        else:
+            facts[key] = value
+    return facts

@@ -1,0 +1,111 @@
+"""System operations: groups and membership, guarded commands, services, reboot points."""
+from __future__ import annotations
+
+from provision.errors import RoleError
+from provision.ops.base import REQUIRED, OpContext, Step, operation, q, sh_join
+
+NO_SYSTEMD = "[ -d /run/systemd/system ] || { echo 'systemd is not running here: {what} left alone'; exit 77; }"
+
+
+@operation("group", name=REQUIRED, system=False)
+def group(args: dict, ctx: OpContext) -> Step:
+    """A local group exists."""
+    name = args["name"]
+    return Step(
+        check=f"getent group {q(name)} > /dev/null",
+        apply=f"groupadd {'--system ' if args['system'] else ''}{q(name)}",
+        ok_reason=f"group {name} exists",
+        change=f"create group {name}",
+    )
+
+
+@operation("group_member", user=REQUIRED, group=REQUIRED, reconnect=False)
+def group_member(args: dict, ctx: OpContext) -> Step:
+    """A user belongs to a group; with reconnect, later steps run on a new login that has it."""
+    user, grp = args["user"], args["group"]
+    return Step(
+        check=f"id -nG {q(user)} | tr ' ' '\\n' | grep -qxF -- {q(grp)}",
+        apply=f"usermod -aG {q(grp)} {q(user)}",
+        ok_reason=f"{user} is in group {grp}",
+        change=f"add {user} to group {grp}",
+        control="reconnect" if args["reconnect"] else None,
+    )
+
+
+@operation("command", run=None, shell=None, creates="", unless=None, unless_shell=None)
+def command(args: dict, ctx: OpContext) -> Step:
+    """A command guarded by `creates` (a path it makes) or `unless` (a command that succeeds once done).
+
+    `run`/`unless` take argument lists, quoted once; `shell`/`unless_shell` are the one escape
+    hatch for raw shell, named as such.
+    """
+    if (args["run"] is None) == (args["shell"] is None):
+        raise RoleError(f"{ctx.where}: command needs exactly one of run (a list) or shell (a string)")
+    if args["unless"] is not None and args["unless_shell"] is not None:
+        raise RoleError(f"{ctx.where}: command takes unless or unless_shell, not both")
+    guards = []
+    if args["creates"]:
+        guards.append(f"[ -e {q(args['creates'])} ]")
+    if args["unless"] is not None:
+        guards.append(_argv(args["unless"], "unless", ctx.where) + " > /dev/null 2>&1")
+    if args["unless_shell"] is not None:
+        guards.append(f"( {args['unless_shell']} ) > /dev/null 2>&1")
+    if not guards:
+        raise RoleError(f"{ctx.where}: command needs creates, unless or unless_shell, or it would run every time")
+    body = _argv(args["run"], "run", ctx.where) if args["run"] is not None else str(args["shell"])
+    shown = body.splitlines()[0] if body else body
+    return Step(
+        check=" && ".join(guards),
+        apply=body,
+        ok_reason="guard satisfied: " + " and ".join(guards),
+        change=f"run {shown}",
+    )
+
+
+def _argv(value, what: str, where: str) -> str:
+    if not isinstance(value, list) or not value:
+        raise RoleError(f"{where}: command {what} must be a non-empty list of arguments, got {value!r}")
+    return sh_join(value)
+
+
+@operation("service", name=REQUIRED, state="started", enabled=None)
+def service(args: dict, ctx: OpContext) -> Step:
+    """A systemd service started, stopped or restarted (restarted: for handlers); skipped without systemd."""
+    name, state = args["name"], args["state"]
+    guard = NO_SYSTEMD.replace("{what}", f"service {name}")
+    checks, applies = [guard], []
+    if state == "started":
+        checks.append(f"systemctl is-active --quiet {q(name)}")
+        applies.append(f"systemctl start {q(name)}")
+    elif state == "stopped":
+        checks.append(f"! systemctl is-active --quiet {q(name)}")
+        applies.append(f"systemctl stop {q(name)}")
+    elif state in ("restarted", "reloaded"):
+        checks.append("false")
+        applies.append(f"systemctl {state[:-2]} {q(name)}")
+    else:
+        raise RoleError(f"{ctx.where}: service state must be started, stopped, restarted or reloaded, got {state!r}")
+    if args["enabled"] is not None:
+        verb = "enable" if args["enabled"] else "disable"
+        checks.append(f"{'' if args['enabled'] else '! '}systemctl is-enabled --quiet {q(name)}")
+        applies.insert(0, f"systemctl {verb} {q(name)}")
+    return Step(
+        check=guard + "\n" + " && ".join(checks[1:]),
+        apply=f"{guard}\n" + " && ".join(applies),
+        ok_reason=f"service {name} {state}",
+        change=f"{' and '.join(a.split()[1] for a in applies)} {name}",
+        recheck=state not in ("restarted", "reloaded"),
+    )
+
+
+@operation("reboot", when_file="/var/run/reboot-required", reason="")
+def reboot(args: dict, ctx: OpContext) -> Step:
+    """A reboot point: when `when_file` exists the run reboots the host here and continues after."""
+    path = args["when_file"]
+    return Step(
+        check=f"[ ! -e {q(path)} ]",
+        apply="true",
+        ok_reason=f"no reboot needed ({path} absent)",
+        change=f"reboot{': ' + args['reason'] if args['reason'] else ''} ({path} present)",
+        control="reboot",
+    )

@@ -1,0 +1,106 @@
+"""jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
+from __future__ import annotations
+
+import re
+import traceback
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from provision.errors import RoleError
+
+_WHOLE_EXPRESSION = re.compile(r"^\{\{\s*(.+?)\s*\}\}$", re.S)
+
+
+def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
+    """The one jinja2 environment: undefined variables are errors, trailing newlines are kept."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined variable: {exc.message}"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def render_value(env: jinja2.Environment, value: Any, context: dict, where: str) -> Any:
+    """Render every string inside `value`; a string that is one `{{ expr }}` keeps the native type."""
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        try:
+            whole = _WHOLE_EXPRESSION.match(value)
+            if whole and "{{" not in whole.group(1):
+                return env.compile_expression(whole.group(1), undefined_to_none=False)(**context)
+            return env.from_string(value).render(context)
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            raise RoleError(f"{where}: {_describe(exc)} in {value!r}") from None
+    if isinstance(value, list):
+        return [render_value(env, item, context, where) for item in value]
+    if isinstance(value, dict):
+        return {key: render_value(env, item, context, where) for key, item in value.items()}
+    return value
+
+
+def evaluate(env: jinja2.Environment, expression: str, context: dict, where: str) -> Any:
+    """Evaluate a jinja2 expression (a task's `when:`)."""
+    try:
+        return env.compile_expression(str(expression), undefined_to_none=False)(**context)
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        raise RoleError(f"{where}: {_describe(exc)} in when: {expression!r}") from None
+
+
+def render_file(env: jinja2.Environment, name: str, context: dict, where: str, shown_dir: str) -> str:
+    """Render a template file; an error names the template's own line."""
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateNotFound:
+        raise RoleError(f"{where}: template {shown_dir}/{name} does not exist") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise RoleError(f"{shown_dir}/{name}:{exc.lineno} ({where}): {_describe(exc)}") from None
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        line = _template_line(exc, name)
+        raise RoleError(f"{shown_dir}/{name}:{line} ({where}): {_describe(exc)}") from None
+
+
+def _template_line(exc: Exception, name: str) -> int | str:
+    """The line of template `name` where rendering failed, from jinja2's rewritten traceback."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(name):
+            return frame.lineno
+    return "?"
+
+
+def resolve_variables(env: jinja2.Environment, variables: dict, base: dict, host: str) -> dict:
+    """Render variables that refer to other variables, until none changes (defaults can use facts)."""
+    resolved = dict(variables)
+    for _ in range(5):
+        changed = False
+        for name, value in resolved.items():
+            if _has_template(value):
+                new = render_value(env, value, {**base, **resolved}, f"variable '{name}' for host {host}")
+                changed = changed or new != value
+                resolved[name] = new
+        if not changed:
+            break
+    return resolved
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    return False
