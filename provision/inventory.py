@@ -169,6 +169,8 @@ def _read_group(name: str, body: Any, parent: str | None, groups: dict, host_var
             raise InventoryError(f"{line}: group 'all' cannot be a child of '{name}'")
         if str(child) in _ancestors(name, groups):
             raise InventoryError(f"{line}: group '{child}' is its own ancestor")
+        if str(child) not in group.children:
+            group.children.append(str(child))
         _read_group(str(child), child_body, name, groups, host_vars, where)
 
 

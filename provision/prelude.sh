@@ -3,7 +3,7 @@
 umask 022
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-PROV_STATE=/var/lib/provision
+PROV_STATE=${PROVISION_STATE_DIR:-/var/lib/provision}
 
 prov_say() { printf '@@prov %s\n' "$*"; }
 

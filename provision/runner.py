@@ -214,12 +214,9 @@ def _diff(path: str | None, now: bytes, wanted: bytes) -> str:
         fromfile=f"{path} (now)", tofile=f"{path} (wanted)"))
 
 
-def run_hosts(hosts: list[Host], inventory: Inventory, roles: list[Role], options: RunOptions,
+def run_hosts(jobs: list[tuple[Host, list[Role]]], inventory: Inventory, options: RunOptions,
               events: Events = quiet) -> dict[str, HostResult]:
-    """Run every host, up to options.parallel at once; one host's failure never stops the others."""
-    results: dict[str, HostResult] = {}
+    """Run every host with its roles, up to options.parallel at once; one failure never stops the others."""
     with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
-        futures = {pool.submit(HostRun(h, inventory, roles, options, events).run): h.name for h in hosts}
-        for future, name in futures.items():
-            results[name] = future.result()
-    return {h.name: results[h.name] for h in hosts}
+        futures = [(host.name, pool.submit(HostRun(host, inventory, roles, options, events).run)) for host, roles in jobs]
+        return {name: future.result() for name, future in futures}

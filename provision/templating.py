@@ -41,7 +41,7 @@ def render_value(env: jinja2.Environment, value: Any, context: dict, where: str)
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole and "{{" not in whole.group(1):
-                return env.compile_expression(whole.group(1), undefined_to_none=False)(**context)
+                return _defined(env.compile_expression(whole.group(1), undefined_to_none=False)(**context))
             return env.from_string(value).render(context)
         except (jinja2.TemplateError, TypeError, ValueError) as exc:
             raise RoleError(f"{where}: {_describe(exc)} in {value!r}") from None
@@ -52,10 +52,17 @@ def render_value(env: jinja2.Environment, value: Any, context: dict, where: str)
     return value
 
 
+def _defined(value: Any) -> Any:
+    """An expression's value; an undefined one raises (StrictUndefined does on str())."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)
+    return value
+
+
 def evaluate(env: jinja2.Environment, expression: str, context: dict, where: str) -> Any:
     """Evaluate a jinja2 expression (a task's `when:`)."""
     try:
-        return env.compile_expression(str(expression), undefined_to_none=False)(**context)
+        return _defined(env.compile_expression(str(expression), undefined_to_none=False)(**context))
     except (jinja2.TemplateError, TypeError, ValueError) as exc:
         raise RoleError(f"{where}: {_describe(exc)} in when: {expression!r}") from None
 

@@ -1,0 +1,92 @@
+"""The commands behind tasks.py: load and validate everything, then run, show and report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from provision.compiler import plan_host
+from provision.connection import Timeouts, open_transport
+from provision.errors import ProvisionError, RoleError
+from provision.facts import EXAMPLE_FACTS
+from provision.inventory import Host, Inventory, load_inventory
+from provision.report import LiveView, print_errors, summary_table, write_json
+from provision.results import HostResult
+from provision.roles import Role, check_variable_names, load_roles
+from provision.runner import RunOptions, gather_facts, run_hosts
+from provision.secrets import resolve_secrets
+
+PROJECT = Path(__file__).resolve().parent.parent
+ROLES_DIR = PROJECT / "roles"
+
+
+def parse_extra(items: list[str]) -> dict[str, Any]:
+    """-e key=value (value read as YAML) or -e @file.yml, later ones winning."""
+    extra: dict[str, Any] = {}
+    for item in items or []:
+        if item.startswith("@"):
+            data = yaml.safe_load(Path(item[1:]).read_text()) or {}
+            if not isinstance(data, dict):
+                raise ProvisionError(f"-e {item}: the file must hold a mapping")
+            extra.update(data)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ProvisionError(f"-e {item!r}: expected key=value")
+        extra[key.strip()] = yaml.safe_load(value) if value else ""
+    return extra
+
+
+def roles_for(host: Host, roles_option: str | None) -> list[str]:
+    if roles_option:
+        return [r.strip() for r in roles_option.split(",") if r.strip()]
+    names = host.vars.get("roles")
+    if not names:
+        raise RoleError(f"host {host.name} has no roles: set roles: in its group or host vars, or pass --roles")
+    if not isinstance(names, list):
+        raise RoleError(f"host {host.name}: roles must be a list of role names, got {names!r}")
+    return [str(n) for n in names]
+
+
+def prepare(inventory_path: Path, host: str | None, group: str | None, roles_option: str | None,
+            extra: dict[str, Any], roles_dir: Path = ROLES_DIR) -> tuple[Inventory, list[tuple[Host, list[Role]]]]:
+    """Everything that can be refused before a connection: inventory, roles, variables, templates."""
+    inventory = load_inventory(inventory_path)
+    hosts = inventory.select(host, group)
+    check_variable_names(roles_dir, extra, "-e")
+    prepared = []
+    for h in hosts:
+        check_variable_names(roles_dir, h.vars, f"inventory, host {h.name}")
+        roles = load_roles(roles_dir, roles_for(h, roles_option))
+        checked = Host(h.name, resolve_secrets(h.vars, h.name), h.groups)
+        plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS)
+        prepared.append((h, roles))
+    return inventory, prepared
+
+
+def provision(inventory_path: Path, host: str | None, group: str | None, roles_option: str | None,
+              options: RunOptions, json_path: str | None, console: Console,
+              roles_dir: Path = ROLES_DIR) -> dict[str, HostResult]:
+    """Provision the selected hosts; returns each host's result (the caller sets the exit status)."""
+    inventory, prepared = prepare(inventory_path, host, group, roles_option, options.extra, roles_dir)
+    with LiveView(console, [h.name for h, _ in prepared]) as view:
+        results = run_hosts(prepared, inventory, options, view.event)
+    console.print(summary_table(results))
+    print_errors(console, results)
+    if json_path:
+        write_json(Path(json_path), results)
+    return results
+
+
+def facts(inventory_path: Path, host: str, accept_new: bool, timeouts: Timeouts) -> dict[str, Any]:
+    """Gather one host's facts (one round trip)."""
+    inventory = load_inventory(inventory_path)
+    target = inventory.host(host)
+    transport = open_transport(target, inventory, accept_new, timeouts)
+    try:
+        transport.open()
+        return gather_facts(transport)
+    finally:
+        transport.close()

@@ -1,0 +1,65 @@
+"""invoke tasks: thin commands over the provision package (invoke --list)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+from rich.console import Console
+
+from provision import cli
+from provision.connection import Timeouts
+from provision.errors import ProvisionError
+from provision.lab.invoke_tasks import lab
+from provision.runner import RunOptions
+
+INVENTORY = "hosts"
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _fail(exc: ProvisionError) -> Exit:
+    console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+    return Exit(code=2)
+
+
+@task(
+    iterable=["extra"],
+    help={
+        "host": "host name(s) from the inventory, comma-separated",
+        "group": "inventory group(s), comma-separated",
+        "roles": "roles to apply, comma-separated (default: the host's roles variable)",
+        "check": "change nothing; report every step that would change",
+        "diff": "show unified diffs of file-like steps",
+        "extra": "variable key=value (value read as YAML) or @file.yml; repeatable; wins over the inventory",
+        "json": "write a JSON report to this file",
+        "parallel": "hosts at once (default 10)",
+        "inventory": "inventory directory or file (default hosts/)",
+        "accept_new": "record unknown host keys in the inventory's known_hosts instead of refusing them",
+        "connect_timeout": "seconds to wait for a connection (default 15)",
+    },
+)
+def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=10,
+              inventory=INVENTORY, accept_new=False, connect_timeout=15.0):
+    """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
+    try:
+        options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
+                             timeouts=Timeouts(connect=float(connect_timeout)), extra=cli.parse_extra(extra))
+        results = cli.provision(Path(inventory), host, group, roles, options, json, console)
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    if any(r.failed for r in results.values()):
+        raise Exit(code=1)
+
+
+@task(help={"host": "host name from the inventory", "inventory": "inventory directory or file (default hosts/)",
+            "accept_new": "record an unknown host key instead of refusing it"})
+def facts(c, host, inventory=INVENTORY, accept_new=False):
+    """Print a host's facts (OS, kernel, GPUs, Secure Boot, disks) as JSON."""
+    try:
+        found = cli.facts(Path(inventory), host, accept_new, Timeouts())
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    print(json.dumps(found, indent=2))
+
+
+namespace = Collection(provision, facts, lab)

@@ -1,0 +1,106 @@
+"""Everything wrong in roles or variables is refused before any connection, with an exact message."""
+from __future__ import annotations
+
+import pytest
+
+from provision.cli import prepare
+from provision.errors import ProvisionError, RoleError
+from tests.helpers import roles_with, write
+
+# 192.0.2.0/24 is TEST-NET-1: nothing answers there, and prepare() must not try.
+INVENTORY = """
+    all:
+      hosts:
+        target: {ansible_host: 192.0.2.1, roles: [broken]}
+"""
+
+
+def refused(tmp_path, monkeypatch, files: dict[str, str], extra=None, roles_option=None) -> str:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "hosts" / "inventory.yml", INVENTORY)
+    roles = roles_with(tmp_path, {"broken": files})
+    with pytest.raises(ProvisionError) as error:
+        prepare(tmp_path / "hosts", "target", None, roles_option, extra or {}, roles)
+    return str(error.value)
+
+
+def test_malformed_role_yaml(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: x\n  file: {path: /x\n"})
+    assert message.startswith("roles/broken/tasks.yml:3:1: malformed YAML")
+
+
+def test_unknown_role(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "[]\n"}, roles_option="helper_tool")
+    assert message == "unknown role 'helper_tool' (asked for); roles in roles/: base, broken, helper_tools"
+
+
+def test_unknown_role_in_dependencies(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "[]\n", "meta.yml": "dependencies: [bsae]\n"})
+    assert message == "unknown role 'bsae' (a dependency in roles/broken/meta.yml); roles in roles/: base, broken, helper_tools"
+
+
+def test_unknown_operation(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Install\n  apt_package: {names: [tmux]}\n"})
+    assert message.startswith("roles/broken/tasks.yml:1 (task 'Install'): unknown operation 'apt_package' (operations: apt_packages, apt_repo,")
+
+
+def test_unknown_argument(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Install\n  apt_packages: {name: [tmux]}\n"})
+    assert message == (
+        "roles/broken/tasks.yml:1 (task 'Install'): unknown argument 'name' for apt_packages "
+        "(it takes: cache_valid_time, hold, install_recommends, names, purge, state)"
+    )
+
+
+def test_missing_argument(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Write\n  file: {content: x}\n"})
+    assert message == "roles/broken/tasks.yml:1 (task 'Write'): file needs argument 'path'"
+
+
+def test_unknown_handler(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {
+        "tasks.yml": "- name: Configure\n  file: {path: /etc/x, content: y}\n  notify: restart dockr\n",
+        "handlers.yml": "- name: restart docker\n  service: {name: docker, state: restarted}\n",
+    })
+    assert message == "roles/broken/tasks.yml:1 (task 'Configure'): notify 'restart dockr' matches no handler; handlers: restart docker"
+
+
+def test_undefined_variable_in_a_task(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {
+        "tasks.yml": "- name: Write\n  file: {path: /etc/x, content: '{{ broken_conent }}'}\n",
+        "defaults.yml": "broken_content: hello\n",
+    })
+    assert message == "roles/broken/tasks.yml:1 (task 'Write'): undefined variable: 'broken_conent' is undefined in '{{ broken_conent }}'"
+
+
+def test_undefined_variable_in_a_template_names_its_line(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {
+        "tasks.yml": "- name: Render\n  template: {src: app.conf.j2, dest: /etc/app.conf}\n",
+        "templates/app.conf.j2": "# app\nport = {{ broken_port }}\nhost = {{ broken_hots }}\n",
+        "defaults.yml": "broken_port: 80\nbroken_host: x\n",
+    })
+    assert message == "roles/broken/templates/app.conf.j2:3 (roles/broken/tasks.yml:1 (task 'Render')): undefined variable: 'broken_hots' is undefined"
+
+
+def test_misspelt_role_variable_from_the_command_line(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "[]\n"}, extra={"helper_tools_pakages": ["x"]})
+    assert message == "unknown variable 'helper_tools_pakages' (-e): role helper_tools defines helper_tools_extra, helper_tools_packages"
+
+
+def test_command_without_a_guard_is_refused(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Build\n  command: {run: [make]}\n"})
+    assert message == "roles/broken/tasks.yml:1 (task 'Build'): command needs creates, unless or unless_shell, or it would run every time"
+
+
+def test_unquoted_mode_is_refused(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Write\n  file: {path: /x, content: y, mode: 0644}\n"})
+    assert message == "roles/broken/tasks.yml:1 (task 'Write'): mode 420 must be a quoted string such as '0644'"
+
+
+def test_shipped_roles_all_validate(tmp_path, monkeypatch):
+    from provision.roles import available_roles, load_roles
+    from tests.helpers import PROJECT
+
+    roles = load_roles(PROJECT / "roles", available_roles(PROJECT / "roles"))
+    assert {"base", "helper_tools"} <= {role.name for role in roles}
+    assert all(isinstance(error, type) for error in [RoleError])
