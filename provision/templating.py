@@ -10,7 +10,7 @@ import jinja2
 
 from provision.errors import RoleError
 
-_WHOLE_EXPRESSION = re.compile(r"^\{\{\s*(.+?)\s*\}\}$", re.S)
+_WHOLE_EXPRESSION = re.compile(r"\A\{\{\s*(.+?)\s*\}\}\Z", re.S)
 
 
 def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
