@@ -24,6 +24,14 @@ def refused(tmp_path, monkeypatch, files: dict[str, str], extra=None, roles_opti
     return str(error.value)
 
 
+def known_roles(tmp_path) -> str:
+    from provision.roles import available_roles
+
+    names = available_roles(tmp_path / "roles")
+    assert {"base", "broken", "helper_tools"} <= set(names)
+    return ", ".join(names)
+
+
 def test_malformed_role_yaml(tmp_path, monkeypatch):
     message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: x\n  file: {path: /x\n"})
     assert message.startswith("roles/broken/tasks.yml:3:1: malformed YAML")
@@ -31,12 +39,12 @@ def test_malformed_role_yaml(tmp_path, monkeypatch):
 
 def test_unknown_role(tmp_path, monkeypatch):
     message = refused(tmp_path, monkeypatch, {"tasks.yml": "[]\n"}, roles_option="helper_tool")
-    assert message == "unknown role 'helper_tool' (asked for); roles in roles/: base, broken, helper_tools"
+    assert message == f"unknown role 'helper_tool' (asked for); roles in roles/: {known_roles(tmp_path)}"
 
 
 def test_unknown_role_in_dependencies(tmp_path, monkeypatch):
     message = refused(tmp_path, monkeypatch, {"tasks.yml": "[]\n", "meta.yml": "dependencies: [bsae]\n"})
-    assert message == "unknown role 'bsae' (a dependency in roles/broken/meta.yml); roles in roles/: base, broken, helper_tools"
+    assert message == f"unknown role 'bsae' (a dependency in roles/broken/meta.yml); roles in roles/: {known_roles(tmp_path)}"
 
 
 def test_unknown_operation(tmp_path, monkeypatch):
@@ -48,7 +56,7 @@ def test_unknown_argument(tmp_path, monkeypatch):
     message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Install\n  apt_packages: {name: [tmux]}\n"})
     assert message == (
         "roles/broken/tasks.yml:1 (task 'Install'): unknown argument 'name' for apt_packages "
-        "(it takes: cache_valid_time, hold, install_recommends, names, purge, state)"
+        "(it takes: cache_valid_time, hold, install_recommends, names, purge, state, until_installed)"
     )
 
 

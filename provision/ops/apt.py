@@ -8,17 +8,23 @@ SOURCE_DIR = "/etc/apt/sources.list.d"
 
 
 @operation("apt_packages", names=REQUIRED, state="present", hold=False, cache_valid_time=3600,
-           install_recommends=False, purge=False)
+           install_recommends=False, purge=False, until_installed="")
 def apt_packages(args: dict, ctx: OpContext) -> Step:
     """Install (all missing in one apt call), pin to versions, hold, or remove Debian packages."""
     specs = as_list(args["names"], "names", ctx.where)
     names = [spec.split("=", 1)[0] for spec in specs]
     if args["state"] == "absent":
         verb = "purge" if args["purge"] else "remove"
+        check = f'[ -z "$(prov_pkg_present {sh_join(names)})" ]'
+        reason = f"{', '.join(names)} not installed"
+        if args["until_installed"]:
+            # Vendors say: remove these before the first install of theirs; after it, leave them be.
+            check = f'[ -z "$(prov_pkg_missing {q(args["until_installed"])})" ] || {check}'
+            reason += f" (or {args['until_installed']} already installed)"
         return Step(
-            check=f'[ -z "$(prov_pkg_present {sh_join(names)})" ]',
-            apply=f"prov_apt {verb} $(prov_pkg_present {sh_join(names)})",
-            ok_reason=f"{', '.join(names)} not installed",
+            check=check,
+            apply=f"# shellcheck disable=SC2046\nprov_apt {verb} $(prov_pkg_present {sh_join(names)})",
+            ok_reason=reason,
             change=f"{verb} {', '.join(names)}",
         )
     if args["state"] != "present":

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from provision.errors import RoleError
-from provision.ops.base import REQUIRED, OpContext, Step, operation, q, sh_join
+from provision.ops.base import REQUIRED, OpContext, Step, as_list, operation, q, sh_join
 
 NO_SYSTEMD = "[ -d /run/systemd/system ] || { echo 'systemd is not running here: {what} left alone'; exit 77; }"
 
@@ -19,15 +19,16 @@ def group(args: dict, ctx: OpContext) -> Step:
     )
 
 
-@operation("group_member", user=REQUIRED, group=REQUIRED, reconnect=False)
+@operation("group_member", users=REQUIRED, group=REQUIRED, reconnect=False)
 def group_member(args: dict, ctx: OpContext) -> Step:
-    """A user belongs to a group; with reconnect, later steps run on a new login that has it."""
-    user, grp = args["user"], args["group"]
+    """Users belong to a group; with reconnect, the rest of the run uses a new login that has it."""
+    users, grp = as_list(args["users"], "users", ctx.where), args["group"]
+    member = "id -nG \"$prov_u\" | tr ' ' '\\n' | grep -qxF -- " + q(grp)
     return Step(
-        check=f"id -nG {q(user)} | tr ' ' '\\n' | grep -qxF -- {q(grp)}",
-        apply=f"usermod -aG {q(grp)} {q(user)}",
-        ok_reason=f"{user} is in group {grp}",
-        change=f"add {user} to group {grp}",
+        check=f"for prov_u in {sh_join(users)}; do {member} || exit 1; done",
+        apply=f"for prov_u in {sh_join(users)}; do {member} || usermod -aG {q(grp)} \"$prov_u\" || exit 1; done",
+        ok_reason=f"{', '.join(users)} in group {grp}",
+        change=f"add {', '.join(users)} to group {grp}",
         control="reconnect" if args["reconnect"] else None,
     )
 
