@@ -104,17 +104,17 @@ class CompatTable:
 
 # -- validation ---------------------------------------------------------------------------------
 
-_PCI_ID = re.compile(r"10de:[0-9a-f]{4}")
-_VERSION = re.compile(r"\d+\.\d+")
-_DRIVER = re.compile(r"\d+\.\d+(\.\d+)?")
+_PCI_ID = re.compile(r"10de:[0-9a-f]{4}"), "an NVIDIA PCI id such as \"10de:1db1\" (lower case)"
+_VERSION = re.compile(r"\d+\.\d+"), "a version such as \"12.9\""
+_DRIVER = re.compile(r"\d+\.\d+(\.\d+)?"), "a driver version such as \"575.51.03\""
 
 
-def _text(pattern: re.Pattern[str] | None = None) -> Callable[[Any], str | None]:
+def _text(pattern: re.Pattern[str] | None = None, shape: str = "") -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if not isinstance(value, str) or not value.strip():
-            return "must be a non-empty string"
+            return "must be a non-empty string (quote versions: \"12.9\")"
         if pattern and not pattern.fullmatch(value):
-            return f"{value!r} does not look like {pattern.pattern}"
+            return f"{value!r} is not {shape}"
         return None
     return check
 
@@ -139,22 +139,25 @@ def _flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+_WORD = re.compile(r"[a-z]+"), "a lower-case word such as volta"
+_TAG = re.compile(r"\d\d\.\d\d"), "a tag such as \"25.06\""
+_INSTANCE = re.compile(r"[a-z0-9-]+\.[a-z0-9]+"), "an instance type such as p3.2xlarge"
+
 _SECTIONS: dict[str, dict[str, Callable[[Any], str | None]]] = {
-    "architectures": {"name": _text(re.compile(r"[a-z]+")), "label": _text(), "source": _text(),
+    "architectures": {"name": _text(*_WORD), "label": _text(), "source": _text(),
                       "open_modules": _one_of("no", "yes", "required"),
                       "last_branch": _current_or(_integer),
-                      "cuda_min": _null_or(_text(_VERSION)),
-                      "cuda_max": _current_or(_text(_VERSION))},
-    "gpus": {"pci_id": _text(_PCI_ID), "model": _text(), "architecture": _text(),
-             "compute_capability": _text(_VERSION), "source": _text()},
+                      "cuda_min": _null_or(_text(*_VERSION)),
+                      "cuda_max": _current_or(_text(*_VERSION))},
+    "gpus": {"pci_id": _text(*_PCI_ID), "model": _text(), "architecture": _text(),
+             "compute_capability": _text(*_VERSION), "source": _text()},
     "cuda_min_driver": {"cuda_major": _integer, "min_branch": _integer, "source": _text()},
-    "cuda_releases": {"cuda": _text(_VERSION), "driver": _text(_DRIVER), "source": _text()},
-    "ngc_pytorch": {"tag": _text(re.compile(r"\d\d\.\d\d")), "cuda": _text(_VERSION), "source": _text()},
-    "ec2_instances": {"type": _text(re.compile(r"[a-z0-9-]+\.[a-z0-9]+")), "pci_id": _text(_PCI_ID),
-                      "count": _integer, "source": _text()},
+    "cuda_releases": {"cuda": _text(*_VERSION), "driver": _text(*_DRIVER), "source": _text()},
+    "ngc_pytorch": {"tag": _text(*_TAG), "cuda": _text(*_VERSION), "source": _text()},
+    "ec2_instances": {"type": _text(*_INSTANCE), "pci_id": _text(*_PCI_ID), "count": _integer, "source": _text()},
 }
 _OPTIONAL = {"checked": _flag}
-_POLICY = {"minimum_cuda": _text(_VERSION), "current_branch": _integer, "source": _text()}
+_POLICY = {"minimum_cuda": _text(*_VERSION), "current_branch": _integer, "source": _text()}
 
 
 class _LineLoader(yaml.SafeLoader):

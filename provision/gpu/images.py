@@ -55,7 +55,8 @@ def check_image_for_gpus(base_image: str, architectures: list[str]) -> None:
         why = (f"CUDA {arch.cuda_max} is the last toolkit for {arch.label}" if too_new
                else f"{arch.label} needs CUDA {arch.cuda_min} or newer")
         if ngc:
-            fix = (f"{newest.tag} is the newest NGC PyTorch that runs there; use nvcr.io/nvidia/pytorch:{newest.tag}-py3"
+            fix = (f"{newest.tag} is the newest NGC PyTorch that runs there; "
+                   f"use nvcr.io/nvidia/pytorch:{newest.tag}-py3"
                    if newest else "no NGC PyTorch tag in gpu_compat.yml runs there")
         else:
             fix = f"use a CUDA {arch.cuda_max if too_new else arch.cuda_min} base image"

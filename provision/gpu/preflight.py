@@ -174,7 +174,8 @@ def _choose_flavour(gpus: list[GpuModel], requested: Any) -> Choice:
             return Choice("proprietary", f"{why} (mixed host: {_labels(gpus)})" if mixed else why)
         if mixed:
             return Choice("proprietary", f"mixed architectures on one host ({_labels(gpus)}): proprietary modules")
-        return Choice("open", f"{_labels(gpus)} supports the open kernel modules, NVIDIA's recommendation from Turing on")
+        return Choice("open", f"{_labels(gpus)} supports the open kernel modules, "
+                              f"NVIDIA's recommendation from Turing on")
     if requested not in FLAVOURS:
         raise PreflightError(f"nvidia_driver_flavour {requested!r} is not one of {', '.join(FLAVOURS)}; "
                              f"use nvidia_driver_flavour: {_choose_flavour(gpus, None).value}")
@@ -225,7 +226,8 @@ def _cuda_ceiling(gpus: list[GpuModel], branch: int, requested: Any, t: CompatTa
         return Choice(ceiling, reason)
     cuda = str(requested)
     if not re.fullmatch(r"\d+\.\d+", cuda):
-        raise PreflightError(f"cuda_version {requested!r} is not a CUDA version such as 12.9; use cuda_version: {ceiling}")
+        raise PreflightError(f"cuda_version {requested!r} is not a CUDA version such as 12.9; "
+                             f"use cuda_version: {ceiling}")
     for gpu in _distinct(gpus):
         arch = gpu.architecture
         if arch.cuda_max and _v(cuda) > _v(arch.cuda_max):
