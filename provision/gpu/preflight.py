@@ -272,7 +272,8 @@ def _choose_ngc(gpus: list[GpuModel], branch: int, ceiling: str, requested: Any,
     instead = f"ngc_pytorch_tag: {newest.tag}" if newest else "a tag from gpu_compat.yml"
     row = t.ngc_tag(tag)
     if row is None:
-        raise PreflightError(f"ngc_pytorch_tag {requested} is not in gpu_compat.yml; add a row to section "
+        quote = " (YAML read it as a number: quote the tag)" if isinstance(requested, float) else ""
+        raise PreflightError(f"ngc_pytorch_tag {requested} is not in gpu_compat.yml{quote}; add a row to section "
                              f"'ngc_pytorch' with its CUDA version from the NGC release notes, or use {instead}")
     for gpu in _distinct(gpus):
         arch = gpu.architecture
