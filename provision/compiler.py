@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.errors import RoleError
+from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
 from provision.ops import OpContext, Step
 from provision.roles import Role, Task, find_handler
@@ -62,7 +63,7 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root")}
     variables = resolve_variables(env, host_variables(roles, host, extra), base, host.name)
-    context = {**variables, **base}
+    context = {**variables, **base, "nvidia": NvidiaView(facts, variables)}
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
     next_id = 1
