@@ -1,0 +1,400 @@
+"""Build the lab's signed stand-in vendor repositories (Docker CE, NVIDIA, Ubuntu, Apptainer).
+
+Each repository lies under the server root at ``<vendor host>/<vendor path>``, the same tree
+as the vendor's (``download.docker.com/linux/ubuntu/dists/...``), signed by a throwaway key of
+its own, with packages of the vendors' names. The roles take repository and key URLs as
+variables; the lab points them here (``lab_url``) and nothing else changes.
+
+    repos = build_standin_repos(Path(".lab/standins"))       # cached: ~0.1 s when unchanged
+    with serve(repos.root.parent, bind="10.200.0.1") as server: ...
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from . import recipes
+from .debs import build_deb, download_docker_io, repackage_docker_engine
+from .recipes import DebRecipe
+from .serve import StandinServer, serve
+
+__all__ = ["STANDIN_APT_PACKAGES", "AptSource", "StandinRepo", "StandinRepos", "StandinServer",
+           "build_standin_repos", "ensure_packages", "lab_url", "serve"]
+
+# Debian packages this machine needs to build the repositories and run the stand-ins' tests.
+STANDIN_APT_PACKAGES = ("dpkg", "apt-utils", "gpg", "gpg-agent", "zstd", "squashfs-tools",
+                        "siftool", "jq", "curl")
+_MANIFEST = "standin-repos.json"
+_RECIPE_HASH = "recipe.sha256"
+
+
+def ensure_packages(packages: tuple[str, ...] = STANDIN_APT_PACKAGES) -> list[str]:
+    """Install whichever of PACKAGES is missing with apt-get; return the names installed."""
+    missing = []
+    for name in packages:
+        status = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", name],
+                                capture_output=True, text=True).stdout
+        if not status.endswith("installed"):
+            missing.append(name)
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                       check=True, stdout=subprocess.DEVNULL,
+                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return missing
+
+
+def lab_url(vendor_url: str, base_url: str) -> str:
+    """The lab's URL for a vendor URL: https://download.docker.com/x -> BASE/download.docker.com/x."""
+    parts = urlsplit(vendor_url)
+    rest = vendor_url.split(parts.netloc, 1)[1]
+    return f"{base_url.rstrip('/')}/{parts.netloc}{rest}"
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One apt source of a repository: a URI path under the server root, a suite ("/" when flat)."""
+
+    uri_path: str
+    suite: str
+    components: tuple[str, ...] = ()
+
+    def one_line(self, base_url: str, signed_by: str) -> str:
+        words = [f"deb [signed-by={signed_by}] {base_url.rstrip('/')}/{self.uri_path}", self.suite,
+                 *self.components]
+        return " ".join(words) + "\n"
+
+
+@dataclass(frozen=True)
+class StandinRepo:
+    """A stand-in repository: where it lies, its key, and what it holds."""
+
+    name: str
+    vendor_url: str  # the vendor's base URL, as the roles default it
+    path: str  # the same tree under the server root
+    key_path: str  # the key to fetch, under the server root (armored, like the vendor's)
+    key_file: Path  # that key on this machine
+    key_fingerprint: str
+    sources: tuple[AptSource, ...]
+    packages: dict[str, tuple[str, ...]]  # package name -> versions
+
+    def url(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/{self.path}"
+
+    def key_url(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/{self.key_path}"
+
+
+@dataclass(frozen=True)
+class StandinRepos:
+    """All stand-in repositories under one server root, built for one base URL."""
+
+    root: Path
+    base_url: str
+    codename: str
+    arch: str
+    docker: StandinRepo
+    nvidia_container_toolkit: StandinRepo
+    ubuntu_archive: StandinRepo
+    cuda: StandinRepo
+    apptainer: StandinRepo
+
+    def all(self) -> tuple[StandinRepo, ...]:
+        return (self.docker, self.nvidia_container_toolkit, self.ubuntu_archive, self.cuda,
+                self.apptainer)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StandinRepos:
+        data = json.loads(text)
+        repos = {}
+        for name in ("docker", "nvidia_container_toolkit", "ubuntu_archive", "cuda", "apptainer"):
+            r = data.pop(name)
+            r["key_file"] = Path(r["key_file"])
+            r["sources"] = tuple(AptSource(s["uri_path"], s["suite"], tuple(s["components"]))
+                                 for s in r["sources"])
+            r["packages"] = {k: tuple(v) for k, v in r["packages"].items()}
+            repos[name] = StandinRepo(**r)
+        return cls(root=Path(data.pop("root")), **data, **repos)
+
+
+# ---------------------------------------------------------------- signing keys and repo layouts
+
+@dataclass(frozen=True)
+class _Key:
+    fingerprint: str
+    armored: bytes
+    binary: bytes
+
+
+class _Signer:
+    """Throwaway ed25519 keys, one per repository, kept in KEYS_DIR across rebuilds."""
+
+    def __init__(self, keys_dir: Path):
+        self.keys_dir = keys_dir
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        keys_dir.chmod(0o700)
+        self.home = Path(tempfile.mkdtemp(prefix="standin-gpg-"))  # short: gpg-agent's socket
+
+    def _gpg(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["gpg", "--batch", "--quiet", *args], check=True, capture_output=True,
+                              env={"GNUPGHOME": str(self.home), "PATH": "/usr/bin:/bin"}, **kw)
+
+    def key(self, name: str, label: str) -> _Key:
+        email = f"{name}@lab.invalid"
+        secret = self.keys_dir / f"{name}.sec.asc"
+        if secret.exists():
+            self._gpg("--import", str(secret))
+        else:
+            self._gpg("--passphrase", "", "--quick-gen-key", f"Lab {label} Repo <{email}>",
+                      "ed25519", "sign", "never")
+            secret.write_bytes(self._gpg("--armor", "--export-secret-keys", f"<{email}>").stdout)
+            secret.chmod(0o600)
+        listing = self._gpg("--with-colons", "--list-keys", f"<{email}>").stdout.decode()
+        fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+        return _Key(fingerprint, self._gpg("--armor", "--export", fingerprint).stdout,
+                    self._gpg("--export", fingerprint).stdout)
+
+    def sign_release(self, directory: Path, key: _Key, fields: dict[str, str]) -> None:
+        """Write DIRECTORY/Release for the index files below it, then InRelease and Release.gpg."""
+        options = [f"-oAPT::FTPArchive::Release::{k}={v}" for k, v in fields.items()]
+        release = subprocess.run(["apt-ftparchive", *options, "release", "."], cwd=directory,
+                                 check=True, capture_output=True).stdout
+        (directory / "Release").write_bytes(release)
+        for args in (("--clearsign", "-o", "InRelease"), ("-abs", "-o", "Release.gpg")):
+            self._gpg("--yes", "--local-user", key.fingerprint, *args, "Release", cwd=directory)
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(self.home)},
+                       capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _packages_index(root: Path, pool: str, out: Path) -> None:
+    """OUT/Packages and Packages.gz for the .debs in ROOT/POOL, Filename relative to ROOT."""
+    out.mkdir(parents=True, exist_ok=True)
+    index = subprocess.run(["apt-ftparchive", "packages", pool], cwd=root, check=True,
+                           capture_output=True).stdout
+    (out / "Packages").write_bytes(index)
+    (out / "Packages.gz").write_bytes(gzip.compress(index, mtime=0))
+
+
+def _place(debs: list[Path], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for deb in debs:
+        shutil.copy2(deb, directory / deb.name)
+
+
+def _versions(recipe_list: list[DebRecipe]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for r in recipe_list:
+        found.setdefault(r.name, []).append(r.version)
+    return {name: tuple(versions) for name, versions in sorted(found.items())}
+
+
+# ---------------------------------------------------------------- the five repositories
+
+class _Build:
+    """One build of every repository into WWW (the server root)."""
+
+    def __init__(self, out_dir: Path, codename: str, arch: str, base_url: str):
+        self.out_dir, self.codename, self.arch = out_dir, codename, arch
+        self.www, self.final = out_dir / "www.new", out_dir / "www"
+        shutil.rmtree(self.www, ignore_errors=True)
+        self.base_url = base_url.rstrip("/")
+        self.work = out_dir / "work"
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.debs = self.work / "debs"
+        self.debs.mkdir(parents=True)
+        self.signer = _Signer(out_dir / "keys")
+        self.pool = ThreadPoolExecutor(max_workers=4)
+
+    def build_debs(self, recipe_list: list[DebRecipe], subdir: str) -> list[Path]:
+        out = self.debs / subdir
+        out.mkdir(parents=True, exist_ok=True)
+        return list(self.pool.map(lambda r: build_deb(r, self.work / "stage", out), recipe_list))
+
+    def dists_repo(self, root: Path, key: _Key, label: str, components: dict[str, list[Path]],
+                   pool_dir: Callable[[str, str], str]) -> None:
+        """Lay out dists/<codename>/<component>/binary-<arch> like Docker's repository or a PPA."""
+        for component, debs in components.items():
+            dirs = []
+            for deb in debs:
+                rel = pool_dir(component, deb.name.split("_")[0])
+                _place([deb], root / rel)
+                dirs.append(rel)
+            _packages_index(root, os.path.commonpath(dirs),
+                            root / "dists" / self.codename / component / f"binary-{self.arch}")
+        self.signer.sign_release(root / "dists" / self.codename, key, {
+            "Origin": label, "Label": label, "Suite": self.codename, "Codename": self.codename,
+            "Components": " ".join(components), "Architectures": self.arch})
+
+    def flat_repo(self, directory: Path, key: _Key, label: str, debs: list[Path]) -> None:
+        """A flat repository (`deb URL /`) like NVIDIA's: Packages and a signed Release in one folder."""
+        _place(debs, directory)
+        _packages_index(directory, ".", directory)
+        self.signer.sign_release(directory, key, {"Origin": label, "Label": label,
+                                                  "Architectures": f"{self.arch} all"})
+
+    def repo(self, name: str, vendor_url: str, key: _Key, key_path: str,
+             sources: tuple[AptSource, ...], packages: dict[str, tuple[str, ...]]) -> StandinRepo:
+        """Publish KEY at KEY_PATH and describe the repository as it will be served."""
+        path = self.www / key_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(key.armored)
+        return StandinRepo(name, vendor_url, _path_of(vendor_url), key_path, self.final / key_path,
+                           key.fingerprint, sources, packages)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.signer.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _path_of(vendor_url: str) -> str:
+    parts = urlsplit(vendor_url)
+    return f"{parts.netloc}{parts.path}".rstrip("/")
+
+
+def _per_package_pool(component: str, package: str) -> str:
+    return f"pool/{component}/{package[0]}/{package}"
+
+
+def _docker(b: _Build, engine: Future) -> StandinRepo:
+    vendor = "https://download.docker.com/linux/ubuntu"
+    path = _path_of(vendor)
+    key = b.signer.key("docker", "Docker")
+    plugins = recipes.docker_plugin_recipes(b.codename, b.arch)
+    engine_debs = engine.result()
+    debs = b.build_debs(plugins, "docker") + engine_debs
+    b.dists_repo(b.www / path, key, "Docker", {"stable": debs},
+                 lambda component, package: f"dists/{b.codename}/pool/{component}/{b.arch}")
+    engine_version = _engine_version(b.codename)
+    packages = {**_versions(plugins), "docker-ce": (engine_version,), "docker-ce-cli": (engine_version,)}
+    return b.repo("docker", vendor, key, f"{path}/gpg",
+                  (AptSource(path, b.codename, ("stable",)),), dict(sorted(packages.items())))
+
+
+def _engine_version(codename: str) -> str:
+    return recipes.docker_version(recipes.DOCKER_ENGINE_VERSION, codename, epoch="5:")
+
+
+def _toolkit(b: _Build) -> StandinRepo:
+    vendor = "https://nvidia.github.io/libnvidia-container"
+    path = _path_of(vendor)
+    key = b.signer.key("nvidia-container-toolkit", "NVIDIA Container Toolkit")
+    toolkit = recipes.toolkit_recipes(b.arch)
+    repo_path = f"{path}/stable/deb/{b.arch}"
+    b.flat_repo(b.www / repo_path, key, "NVIDIA", b.build_debs(toolkit, "toolkit"))
+    # Served as NVIDIA serves it (apt expands $(ARCH)), but naming the lab's URL.
+    (b.www / path / "stable/deb/nvidia-container-toolkit.list").write_text(
+        f"deb {b.base_url}/{path}/stable/deb/$(ARCH) /\n"
+        f"#deb {b.base_url}/{path}/experimental/deb/$(ARCH) /\n")
+    return b.repo("nvidia-container-toolkit", vendor, key, f"{path}/gpgkey",
+                  (AptSource(repo_path, "/"),), _versions(toolkit))
+
+
+def _ubuntu_archive(b: _Build) -> StandinRepo:
+    vendor = "http://archive.ubuntu.com/ubuntu"
+    path = _path_of(vendor)
+    key = b.signer.key("ubuntu-archive", "Ubuntu Archive")
+    components = recipes.ubuntu_archive_recipes(b.arch)
+    debs = {c: b.build_debs(rs, f"ubuntu-{c}") for c, rs in components.items()}
+    b.dists_repo(b.www / path, key, "Ubuntu", debs, _per_package_pool)
+    return b.repo("ubuntu-archive", vendor, key, f"{path}/ubuntu-archive-keyring.asc",
+                  (AptSource(path, b.codename, tuple(components)),),
+                  _versions([r for rs in components.values() for r in rs]))
+
+
+def _cuda(b: _Build) -> StandinRepo:
+    vendor = "https://developer.download.nvidia.com/compute/cuda/repos"
+    path = _path_of(vendor)
+    key = b.signer.key("cuda", "CUDA")
+    drivers = recipes.cuda_repo_recipes(b.arch)
+    driver_debs = b.build_debs(drivers, "cuda")
+    cuda_arch = {"amd64": "x86_64", "arm64": "sbsa"}.get(b.arch, b.arch)
+    sources, keyrings = [], []
+    for distro in recipes.CUDA_DISTROS:
+        rel = f"{path}/{distro}/{cuda_arch}"
+        keyring = recipes.cuda_keyring_recipe(distro, cuda_arch, f"{b.base_url}/{rel}", key.binary)
+        keyrings.append(keyring)
+        b.flat_repo(b.www / rel, key, "NVIDIA", driver_debs + b.build_debs([keyring], f"cuda-{distro}"))
+        # NVIDIA serves the key in each folder, named by its short id (3bf863cc.pub for theirs).
+        (b.www / rel / f"{key.fingerprint[-8:].lower()}.pub").write_bytes(key.armored)
+        sources.append(AptSource(rel, "/"))
+    first = sources[0].uri_path
+    return b.repo("cuda", vendor, key, f"{first}/{key.fingerprint[-8:].lower()}.pub", tuple(sources),
+                  _versions(drivers + keyrings[:1]))
+
+
+def _apptainer(b: _Build) -> StandinRepo:
+    vendor = "https://ppa.launchpadcontent.net/apptainer/ppa/ubuntu"
+    path = _path_of(vendor)
+    key = b.signer.key("apptainer-ppa", "Apptainer PPA")
+    apptainer = [recipes.apptainer_recipe(b.codename, b.arch)]
+    b.dists_repo(b.www / path, key, "LP-PPA-apptainer", {"main": b.build_debs(apptainer, "apptainer")},
+                 _per_package_pool)
+    # Launchpad keys come from the keyserver; any query on this path returns the PPA's key.
+    return b.repo("apptainer", vendor, key, "keyserver.ubuntu.com/pks/lookup",
+                  (AptSource(path, b.codename, ("main",)),), _versions(apptainer))
+
+
+def _recipe_digest(*params: str) -> str:
+    """What the build depends on: this package's sources and payloads, and the parameters."""
+    digest = hashlib.sha256("\0".join(params).encode())
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), *(here / "payload").iterdir()]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+DEFAULT_BASE_URL = "http://10.200.0.1:8089"
+
+
+def build_standin_repos(out_dir: Path, codename: str = "bookworm", arch: str = "amd64",
+                        base_url: str = DEFAULT_BASE_URL) -> StandinRepos:
+    """Build (or reuse) every stand-in repository under OUT_DIR/www, for clients at BASE_URL.
+
+    BASE_URL is baked into what names the lab's own URL (cuda-keyring's sources file, the
+    toolkit's .list); the rest is the same whatever the address. The result is cached in
+    OUT_DIR and rebuilt only when this package's code, payloads or the parameters change;
+    signing keys are kept across rebuilds. Debian's docker.io .deb is downloaded once.
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        docker_io = download_docker_io(out_dir / "downloads")
+        digest = _recipe_digest(codename, arch, base_url.rstrip("/"), docker_io.name)
+        manifest, stamp, final = out_dir / _MANIFEST, out_dir / _RECIPE_HASH, out_dir / "www"
+        if stamp.exists() and stamp.read_text() == digest and manifest.exists() and final.is_dir():
+            return StandinRepos.from_json(manifest.read_text())
+        stamp.unlink(missing_ok=True)
+        b = _Build(out_dir, codename, arch, base_url)
+        try:
+            engine = b.pool.submit(repackage_docker_engine, docker_io, _engine_version(codename),
+                                   b.work, b.debs)
+            repos = StandinRepos(
+                root=final, base_url=b.base_url, codename=codename, arch=arch,
+                nvidia_container_toolkit=_toolkit(b), ubuntu_archive=_ubuntu_archive(b),
+                cuda=_cuda(b), apptainer=_apptainer(b), docker=_docker(b, engine))
+        finally:
+            b.close()
+        shutil.rmtree(final, ignore_errors=True)
+        b.www.rename(final)
+        manifest.write_text(repos.to_json())
+        stamp.write_text(digest)
+        return repos

@@ -1,0 +1,215 @@
+"""Build the stand-in .deb files: rendered payloads, and Debian's docker.io split into Docker CE.
+
+Every package is built with ``dpkg-deb --root-owner-group --build`` and carries
+``/usr/share/doc/<name>/LAB-STANDIN`` saying which vendor component it stands in for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .recipes import MAINTAINER, DebRecipe, Payload
+
+PAYLOAD_DIR = Path(__file__).parent / "payload"
+_INCLUDE = re.compile(r"^#@include (\S+)$", re.MULTILINE)
+_PLACEHOLDER = re.compile(r"@[A-Z][A-Z_]*@")
+
+
+def render_payload(source: str, subs: dict[str, str]) -> str:
+    """The text of payload/SOURCE with its includes pasted and every @KEY@ replaced.
+
+    Raises ValueError naming the file when a placeholder has no value.
+    """
+    text = (PAYLOAD_DIR / source).read_text()
+    text = _INCLUDE.sub(lambda m: render_payload(m.group(1), {}).rstrip("\n"), text)
+    for key, value in subs.items():
+        text = text.replace(f"@{key}@", value)
+    if subs and (left := _PLACEHOLDER.search(text)):
+        raise ValueError(f"payload/{source}: no value for {left.group(0)}")
+    return text
+
+
+def _substitutions(recipe: DebRecipe, extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    return {"PACKAGE": recipe.name, "VERSION": recipe.version,
+            "UPSTREAM_VERSION": recipe.upstream_version, **dict(recipe.subs), **dict(extra)}
+
+
+def _maintainer_script(recipe: DebRecipe, script: str, snippets: tuple[str, ...]) -> str:
+    subs = _substitutions(recipe)
+    parts = [
+        "#!/bin/sh",
+        f"# LAB STAND-IN {script} of {recipe.name} (stands in for {recipe.stands_in_for}).",
+        "set -e",
+        render_payload("record.sh", subs),
+        f'standin_record {script} "$@"',
+        *(render_payload(snippet, subs) for snippet in snippets),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _write_md5sums(root: Path) -> None:
+    lines = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and "DEBIAN" not in path.relative_to(root).parts:
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            lines.append(f"{digest}  {path.relative_to(root)}\n")
+    (root / "DEBIAN" / "md5sums").write_text("".join(lines))
+
+
+def _write_conffiles(root: Path) -> None:
+    etc = root / "etc"
+    conffiles = sorted(f"/{p.relative_to(root)}" for p in etc.rglob("*") if p.is_file()) if etc.exists() else []
+    if conffiles:
+        (root / "DEBIAN" / "conffiles").write_text("".join(f"{c}\n" for c in conffiles))
+
+
+def _dpkg_build(root: Path, out: Path, compression: tuple[str, ...] = ()) -> Path:
+    subprocess.run(["dpkg-deb", "--root-owner-group", *compression, "--build", str(root), str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def build_deb(recipe: DebRecipe, work: Path, out_dir: Path) -> Path:
+    """Build RECIPE into OUT_DIR/<name>_<version>_<arch>.deb, staging it under WORK."""
+    root = work / recipe.filename.removesuffix(".deb")
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "DEBIAN").mkdir(parents=True)
+    for target, content in recipe.files:
+        path = root / target.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Payload):
+            path.write_text(render_payload(content.source, _substitutions(recipe, content.subs)))
+            path.chmod(content.mode)
+        else:
+            path.write_bytes(content)
+            path.chmod(0o644)
+    doc = root / "usr/share/doc" / recipe.name
+    doc.mkdir(parents=True, exist_ok=True)
+    (doc / "LAB-STANDIN").write_text(
+        f"LAB STAND-IN for {recipe.stands_in_for}, built by the provision project's lab.\n")
+    control = [
+        f"Package: {recipe.name}",
+        f"Version: {recipe.version}",
+        f"Architecture: {recipe.arch}",
+        f"Maintainer: {MAINTAINER}",
+        "Section: misc",
+        "Priority: optional",
+    ]
+    if recipe.depends:
+        control.append(f"Depends: {', '.join(recipe.depends)}")
+    if recipe.conflicts:
+        control.append(f"Conflicts: {', '.join(recipe.conflicts)}")
+    control.append(f"Description: LAB STAND-IN for {recipe.stands_in_for}")
+    (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
+    scripts = {"postinst": recipe.postinst, "postrm": recipe.postrm}
+    for script, snippets in scripts.items():
+        if script == "postinst" or snippets:
+            path = root / "DEBIAN" / script
+            path.write_text(_maintainer_script(recipe, script, snippets))
+            path.chmod(0o755)
+    _write_conffiles(root)
+    _write_md5sums(root)
+    deb = _dpkg_build(root, out_dir / recipe.filename)
+    shutil.rmtree(root)
+    return deb
+
+
+# ---------------------------------------------------------------- Docker CE from Debian's docker.io
+
+# Paths of docker.io that belong to Docker CE's CLI package rather than to the engine.
+_CLI_PATHS = (
+    "usr/bin/docker",
+    "usr/share/bash-completion/completions/docker",
+    "usr/share/fish/vendor_completions.d/docker.fish",
+    "usr/share/zsh/vendor-completions/_docker",
+    "usr/share/man/man1",
+)
+
+
+def _control_fields(text: str) -> dict[str, str]:
+    """A deb822 stanza as an ordered dict (continuation lines kept in the value)."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and key:
+            fields[key] += "\n" + line
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            fields[key] = value.strip()
+    return fields
+
+
+def _format_control(fields: dict[str, str]) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in fields.items())
+
+
+def download_docker_io(downloads: Path) -> Path:
+    """Debian's docker.io .deb, fetched once with `apt-get download` and kept in DOWNLOADS."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    found = sorted(downloads.glob("docker.io_*.deb"))
+    if found:
+        return found[-1]
+    result = subprocess.run(["apt-get", "download", "docker.io"], cwd=downloads,
+                            capture_output=True, text=True)
+    found = sorted(downloads.glob("docker.io_*.deb"))
+    if result.returncode != 0 or not found:
+        raise RuntimeError(f"apt-get download docker.io failed (rc={result.returncode}): "
+                           f"{result.stderr.strip().splitlines()[-1:]}")
+    return found[-1]
+
+
+def repackage_docker_engine(docker_io: Path, version: str, work: Path, out_dir: Path) -> list[Path]:
+    """Split Debian's docker.io into docker-ce (engine) and docker-ce-cli (the docker command).
+
+    Debian's docker.io declares Conflicts: docker-ce, so a docker-ce that depends on it cannot
+    be installed: the stand-in is docker.io itself under Docker CE's names, its maintainer
+    scripts and conffiles kept, its dependencies kept plus Docker CE's own.
+    """
+    engine = work / "docker-ce"
+    cli = work / "docker-ce-cli"
+    for path in (engine, cli):
+        shutil.rmtree(path, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-R", str(docker_io), str(engine)], check=True)
+    for rel in _CLI_PATHS:
+        source = engine / rel
+        if source.exists():
+            (cli / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(source, cli / rel)
+    original = _control_fields((engine / "DEBIAN/control").read_text())
+    arch = original["Architecture"]
+    debian_version = original["Version"]
+    for name, root in (("docker-ce", engine), ("docker-ce-cli", cli)):
+        doc = root / "usr/share/doc" / name
+        doc.mkdir(parents=True, exist_ok=True)
+        (doc / "LAB-STANDIN").write_text(
+            f"LAB STAND-IN for Docker CE's {name}: files of Debian's docker.io {debian_version}.\n")
+    (cli / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    common = {"Version": version, "Architecture": arch, "Maintainer": MAINTAINER,
+              "Section": "admin", "Priority": "optional"}
+    engine_fields = {
+        "Package": "docker-ce", **common,
+        "Pre-Depends": original.get("Pre-Depends", ""),
+        "Depends": f"{original['Depends']}, containerd.io (>= 1.7.27), docker-ce-cli",
+        "Recommends": original.get("Recommends", ""),
+        "Conflicts": "docker.io, docker-engine",
+        "Description": f"LAB STAND-IN for Docker CE's engine (Debian's docker.io {debian_version})",
+    }
+    cli_fields = {
+        "Package": "docker-ce-cli", **common,
+        "Depends": "libc6",
+        "Conflicts": "docker.io, docker-engine",
+        "Description": f"LAB STAND-IN for Docker CE's CLI (Debian's docker.io {debian_version})",
+    }
+    debs = []
+    for name, root, fields in (("docker-ce", engine, engine_fields), ("docker-ce-cli", cli, cli_fields)):
+        fields = {k: v for k, v in fields.items() if v}
+        (root / "DEBIAN/control").write_text(_format_control(fields))
+        _write_md5sums(root)
+        filename = f"{name}_{version.split(':', 1)[-1]}_{arch}.deb"
+        debs.append(_dpkg_build(root, out_dir / filename, ("-Zzstd", "-z1")))
+        shutil.rmtree(root)
+    return debs

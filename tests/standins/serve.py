@@ -1,0 +1,66 @@
+"""Serve the stand-in repositories over HTTP from a thread (the lab binds the bridge address)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: apt fetches many small files
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        self.server.requests.append(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}".strip())
+
+
+class StandinServer:
+    """A running server for ROOT; use as a context manager or call stop().
+
+    ``requests`` lists "METHOD PATH STATUS" of every request served, for tests to look at.
+    """
+
+    def __init__(self, root: Path, bind: str, port: int):
+        handler = functools.partial(_Handler, directory=str(root))
+        self.httpd = ThreadingHTTPServer((bind, port), handler)
+        self.httpd.requests = []
+        self.root = root
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="standin-repos",
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.httpd.server_address[0]
+        return f"http://{host}:{self.port}"
+
+    @property
+    def requests(self) -> list[str]:
+        return self.httpd.requests
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> StandinServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(out_dir: Path, bind: str = "10.200.0.1", port: int = 8089) -> StandinServer:
+    """Serve OUT_DIR/www (what build_standin_repos made in OUT_DIR) at http://BIND:PORT/.
+
+    BIND must be an address of this machine: the lab's bridge address once the lab is up,
+    127.0.0.1 for tests that need no network namespace. PORT 0 picks a free port.
+    """
+    out_dir = Path(out_dir)
+    root = out_dir / "www" if (out_dir / "www").is_dir() else out_dir
+    return StandinServer(root, bind, port)
