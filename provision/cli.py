@@ -61,7 +61,7 @@ def prepare(inventory_path: Path, host: str | None, group: str | None, roles_opt
         check_variable_names(roles_dir, h.vars, f"inventory, host {h.name}")
         roles = load_roles(roles_dir, roles_for(h, roles_option))
         checked = Host(h.name, resolve_secrets(h.vars, h.name), h.groups)
-        plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS)
+        plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS, validating=True)
         prepared.append((h, roles))
     return inventory, prepared
 

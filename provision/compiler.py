@@ -56,14 +56,21 @@ def host_variables(roles: list[Role], host: Host, extra: dict[str, Any]) -> dict
     return merged
 
 
-def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any]) -> Plan:
-    """Render every task of `roles` for `host` with its variables and facts; refuse what cannot render."""
+def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any],
+              validating: bool = False) -> Plan:
+    """Render every task of `roles` for `host` with its variables and facts; refuse what cannot render.
+
+    `validating` (example facts, before any connection) leaves GPU requests to the real run:
+    preflight then decides for the example GPU with no request.
+    """
     env = make_environment([role.path / "templates" for role in roles])
     secrets: dict[str, Secret] = {}
     env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
-    base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root")}
-    variables = resolve_variables(env, host_variables(roles, host, extra), base, host.name)
-    context = {**variables, **base, "nvidia": NvidiaView(facts, variables)}
+    merged = host_variables(roles, host, extra)
+    base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
+            "nvidia": NvidiaView(facts, {} if validating else merged)}
+    variables = resolve_variables(env, merged, base, host.name)
+    context = {**variables, **base}
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
     next_id = 1
@@ -146,7 +153,9 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False) -> str:
     parts = [
         "#!/bin/sh",
         f"# provision: host {plan.host}, roles {', '.join(plan.roles)}",
-        "# shellcheck disable=SC2317  # step functions are called by name through prov_step",
+        "# SC2317: step functions are called by name; SC2016: quoted literals such as $(ARCH) are apt's;",
+        "# SC2043: loops over a list that may hold one item.",
+        "# shellcheck disable=SC2317,SC2016,SC2043",
         f"PROV_CHECK={int(check)}",
         f"PROV_DIFF={int(diff)}",
         f"PROV_APT_LOCK_TIMEOUT={plan.apt_lock_timeout}",

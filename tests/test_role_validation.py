@@ -56,7 +56,7 @@ def test_unknown_argument(tmp_path, monkeypatch):
     message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Install\n  apt_packages: {name: [tmux]}\n"})
     assert message == (
         "roles/broken/tasks.yml:1 (task 'Install'): unknown argument 'name' for apt_packages "
-        "(it takes: cache_valid_time, hold, install_recommends, names, purge, state, until_installed)"
+        "(it takes: cache_valid_time, hold, install_recommends, names, purge, state, until_installed, version)"
     )
 
 

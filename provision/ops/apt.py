@@ -8,10 +8,15 @@ SOURCE_DIR = "/etc/apt/sources.list.d"
 
 
 @operation("apt_packages", names=REQUIRED, state="present", hold=False, cache_valid_time=3600,
-           install_recommends=False, purge=False, until_installed="")
+           install_recommends=False, purge=False, until_installed="", version="")
 def apt_packages(args: dict, ctx: OpContext) -> Step:
-    """Install (all missing in one apt call), pin to versions, hold, or remove Debian packages."""
+    """Install (all missing in one apt call), pin to versions, hold, or remove Debian packages.
+
+    `names` may pin each package (`name=version`); `version` pins them all to one version.
+    """
     specs = as_list(args["names"], "names", ctx.where)
+    if args["version"]:
+        specs = [f"{spec.split('=', 1)[0]}={args['version']}" for spec in specs]
     names = [spec.split("=", 1)[0] for spec in specs]
     if args["state"] == "absent":
         verb = "purge" if args["purge"] else "remove"

@@ -50,7 +50,7 @@ def command(args: dict, ctx: OpContext) -> Step:
     if args["unless"] is not None:
         guards.append(_argv(args["unless"], "unless", ctx.where) + " > /dev/null 2>&1")
     if args["unless_shell"] is not None:
-        guards.append(f"( {args['unless_shell']} ) > /dev/null 2>&1")
+        guards.append(f"{{ {args['unless_shell']}; }} > /dev/null 2>&1")
     if not guards:
         raise RoleError(f"{ctx.where}: command needs creates, unless or unless_shell, or it would run every time")
     body = _argv(args["run"], "run", ctx.where) if args["run"] is not None else str(args["shell"])
