@@ -70,7 +70,7 @@ def line(args: dict, ctx: OpContext) -> Step:
                   f"&& cat \"$prov_run/line\" > {q(path)}",
             ok_reason=f"{path} lacks the line", change=f"remove a line from {path}",
         )
-    others = f"grep -E -- {q(regexp)} {q(path)} | grep -vxF -- {q(text)}" if regexp else "true"
+    others = f" && ! grep -E -- {q(regexp)} {q(path)} | grep -qvxF -- {q(text)}" if regexp else ""
     mode = octal_mode(args["mode"], ctx.where)
     program = (
         'BEGIN { line = ENVIRON["PROV_LINE"]; re = ENVIRON["PROV_RE"] } '
@@ -79,7 +79,7 @@ def line(args: dict, ctx: OpContext) -> Step:
         'END { if (!done) print line }'
     )
     return Step(
-        check=f"grep -qxF -- {q(text)} {q(path)} 2>/dev/null && [ -z \"$({others})\" ]",
+        check=f"grep -qxF -- {q(text)} {q(path)} 2>/dev/null{others}",
         apply=(
             f"[ -e {q(path)} ] || {{ : > {q(path)} && chmod {mode} {q(path)}; }}\n"
             f"{env} awk {q(program)} {q(path)} > \"$prov_run/line\" && cat \"$prov_run/line\" > {q(path)}"
