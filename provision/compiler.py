@@ -11,7 +11,7 @@ from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
 from provision.ops import OpContext, Step
 from provision.roles import Role, Task, find_handler
-from provision.secrets import Secret, secret_shell_name
+from provision.secrets import Secret, resolve_secrets, secret_shell_name
 from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
 
 DEFAULT_APT_LOCK_TIMEOUT = 600
@@ -41,6 +41,7 @@ class Plan:
     handlers: list[PlannedStep]
     secrets: dict[str, Secret]
     apt_lock_timeout: int
+    all_secrets: list[Secret] = field(default_factory=list)
 
     def by_id(self) -> dict[int, PlannedStep]:
         return {p.id: p for p in self.steps + self.handlers}
@@ -66,7 +67,7 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     env = make_environment([role.path / "templates" for role in roles])
     secrets: dict[str, Secret] = {}
     env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
-    merged = host_variables(roles, host, extra)
+    merged = resolve_secrets(host_variables(roles, host, extra), host.name)
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
@@ -93,7 +94,8 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
         next_id += 1
         handler_steps.append(planned)
     timeout = int(variables.get("apt_lock_timeout", DEFAULT_APT_LOCK_TIMEOUT))
-    return Plan(host.name, [r.name for r in roles], steps, handler_steps, secrets, timeout)
+    known = [value for value in merged.values() if isinstance(value, Secret)]
+    return Plan(host.name, [r.name for r in roles], steps, handler_steps, secrets, timeout, known)
 
 
 def _role_of(roles: list[Role], task: Task) -> Role:

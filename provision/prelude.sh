@@ -25,7 +25,16 @@ prov_notified() {  # HANDLER
   [ -e "$PROV_STATE/handlers/$1" ] || eval "[ \"\${prov_h_$1:-0}\" = 1 ]"
 }
 
+prov_verify() {  # ID: a verification: its check is the test, its last output line the detail
+  if [ "$PROV_CHECK" = 1 ]; then prov_say "$1 skipped not run in check mode"; return 0; fi
+  ( "s$1_check" ) > "$prov_run/out" 2>&1 < /dev/null
+  prov_rc=$?
+  if [ "$prov_rc" = 0 ]; then prov_say "$1 ok $(tail -n 1 "$prov_run/out" | cut -c1-200)"; return 0; fi
+  prov_say "$1 failed $prov_rc"; prov_log_tail "$1" "$prov_run/out"; exit 1
+}
+
 prov_step() {  # ID CONTROL: check; then (unless check mode) apply, check again, report.
+  if [ "$2" = verify ]; then prov_verify "$1"; return $?; fi
   ( "s$1_check" ) > "$prov_run/out" 2>&1 < /dev/null
   prov_rc=$?
   if [ "$prov_rc" = 0 ]; then prov_say "$1 ok"; return 0; fi

@@ -99,6 +99,7 @@ class HostRun:
             if not facts.get("sudo"):
                 raise ConnectError(f"{self.transport.label}: user {facts.get('user')} cannot run sudo without a password (sudo -n)")
             plan = plan_host(self.roles, host, extra, facts)
+            self.redact = redactor(plan.all_secrets)
             self.events(self.host.name, "status", f"running {len(plan.steps)} steps")
             control = self._run_script(plan, facts)
             if control == "done":

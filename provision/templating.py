@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import traceback
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ _WHOLE_EXPRESSION = re.compile(r"\A\{\{\s*(.+?)\s*\}\}\Z", re.S)
 
 def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
     """The one jinja2 environment: undefined variables are errors, trailing newlines are kept."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -23,6 +24,8 @@ def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["quote"] = lambda value: shlex.quote(str(value))
+    return env
 
 
 def _describe(exc: Exception) -> str:

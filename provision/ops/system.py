@@ -50,7 +50,7 @@ def command(args: dict, ctx: OpContext) -> Step:
     if args["unless"] is not None:
         guards.append(_argv(args["unless"], "unless", ctx.where) + " > /dev/null 2>&1")
     if args["unless_shell"] is not None:
-        guards.append(f"{{ {args['unless_shell']}; }} > /dev/null 2>&1")
+        guards.append(f"{{\n{str(args['unless_shell']).rstrip()}\n}} > /dev/null 2>&1")
     if not guards:
         raise RoleError(f"{ctx.where}: command needs creates, unless or unless_shell, or it would run every time")
     body = _argv(args["run"], "run", ctx.where) if args["run"] is not None else str(args["shell"])
@@ -110,3 +110,16 @@ def reboot(args: dict, ctx: OpContext) -> Step:
         change=f"reboot{': ' + args['reason'] if args['reason'] else ''} ({path} present)",
         control="reboot",
     )
+
+
+@operation("verify", run=None, shell=None, expect="")
+def verify(args: dict, ctx: OpContext) -> Step:
+    """A verification: the command must succeed (and print `expect`); its last line is reported."""
+    if (args["run"] is None) == (args["shell"] is None):
+        raise RoleError(f"{ctx.where}: verify needs exactly one of run (a list) or shell (a string)")
+    body = _argv(args["run"], "run", ctx.where) if args["run"] is not None else str(args["shell"])
+    if args["expect"]:
+        body = f"prov_out=$( {body} 2>&1 ) || {{ printf '%s\\n' \"$prov_out\"; exit 1; }}\n" \
+               f"printf '%s\\n' \"$prov_out\"\nprintf '%s\\n' \"$prov_out\" | grep -qF -- {q(args['expect'])}"
+    return Step(check=body, apply="exit 1", ok_reason="verified", change=f"verify {body.splitlines()[0]}",
+                control="verify")

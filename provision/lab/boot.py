@@ -1,0 +1,87 @@
+"""The shell scripts that boot a lab host and boot it again when it asks for a reboot."""
+
+from pathlib import Path
+from shlex import quote
+
+from provision.lab.rootfs import REBOOT_FLAG
+
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# systemd-nspawn exits with this status when the system inside it asked to reboot.
+NSPAWN_REBOOT_STATUS = 133
+
+DEVICE_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+                "urandom": (1, 9), "tty": (5, 0)}
+
+
+def supervisor_script(name: str, root: Path, machine: Path, systemd: bool) -> str:
+    """Boot the host once, and again while its boot ends in a reboot request; then exit.
+
+    Runs on this machine inside the host's netns, detached; the lab kills it to stop the host.
+    """
+    namespaces = "--mount --propagation private" if systemd else (
+        "--mount --uts --ipc --pid --fork --kill-child --propagation private")
+    return f"""#!/bin/sh
+# Supervisor of lab host {name} (written by provision/lab/boot.py).
+root={quote(str(root))}
+machine={quote(str(machine))}
+while :; do
+    rm -f "$root/{REBOOT_FLAG}"
+    cat /proc/sys/kernel/random/uuid > "$machine/boot_id"
+    echo "== provision lab: booting {name} at $(date -u +%FT%TZ)"
+    unshare {namespaces} sh "$machine/boot.sh"
+    status=$?
+    echo "== provision lab: {name} stopped with status $status"
+    [ -e "$root/{REBOOT_FLAG}" ] || [ "$status" = {NSPAWN_REBOOT_STATUS} ] || break
+done
+"""
+
+
+def tini_boot_script(name: str, root: Path, machine: Path) -> str:
+    """As PID 1 of fresh namespaces: mount the host's API filesystems, then exec sshd under tini."""
+    device_nodes = "\n".join(f'mknod -m 666 "$root/dev/{node}" c {major} {minor}'
+                             for node, (major, minor) in DEVICE_NODES.items())
+    return f"""#!/bin/sh
+# Boot of lab host {name} without systemd (written by provision/lab/boot.py).
+set -eu
+root={quote(str(root))}
+machine={quote(str(machine))}
+hostname {quote(name)}
+ro_bind() {{ mount --bind "$1" "$2" && mount -o remount,bind,ro "$2"; }}
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+# /proc/sys read-only: most sysctls written in a host would change this whole machine.
+ro_bind "$root/proc/sys" "$root/proc/sys"
+[ ! -e "$root/proc/sysrq-trigger" ] || ro_bind "$root/proc/sysrq-trigger" "$root/proc/sysrq-trigger"
+ro_bind "$machine/boot_id" "$root/proc/sys/kernel/random/boot_id"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+mount -t tmpfs -o mode=755,size=16m,nosuid tmpfs "$root/dev"
+{device_nodes}
+ln -s /proc/self/fd "$root/dev/fd"
+ln -s /proc/self/fd/0 "$root/dev/stdin"
+ln -s /proc/self/fd/1 "$root/dev/stdout"
+ln -s /proc/self/fd/2 "$root/dev/stderr"
+mkdir "$root/dev/pts" "$root/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$root/dev/pts"
+ln -s pts/ptmx "$root/dev/ptmx"
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/dev/shm"
+mount -t tmpfs -o mode=755,size=64m,nosuid,nodev tmpfs "$root/run"
+mkdir -m 755 "$root/run/sshd"
+mkdir -m 1777 "$root/run/lock"
+exec chroot "$root" /usr/bin/env -i PATH={HOST_PATH} LANG=C.UTF-8 \\
+    /usr/bin/tini -- /usr/sbin/sshd -D -e
+"""
+
+
+def nspawn_boot_script(name: str, root: Path) -> str:
+    """In a fresh mount namespace: boot the host's systemd with systemd-nspawn."""
+    return f"""#!/bin/sh
+# Boot of lab host {name} with systemd (written by provision/lab/boot.py).
+set -eu
+# nspawn keeps its state in /run; a private tmpfs keeps this machine's /run clean.
+mount -t tmpfs -o mode=755 tmpfs /run
+# SYSTEMD_SECCOMP=0: docker inside needs keyctl, which nspawn's filter refuses.
+exec env SYSTEMD_SECCOMP=0 systemd-nspawn --boot --register=no --keep-unit \\
+    --directory={quote(str(root))} --machine={quote(name)} --hostname={quote(name)} \\
+    --capability=CAP_NET_ADMIN --console=read-only --link-journal=no \\
+    --resolv-conf=off --timezone=off
+"""

@@ -1,0 +1,245 @@
+"""The Lab: bring real test hosts up on this machine, reach into them, and tear everything down."""
+
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from provision.lab import aptcache, faults, host, inventory, keys, mounts, network, rootfs, settings
+from provision.lab.commands import LabError
+from provision.lab.host import LabHost, MachineDir
+from provision.lab.state import HostRecord, LabState
+
+HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+LAB_LOCK = rootfs.CACHE_DIR / "lab.lock"  # the network names are global: one lab at a time
+
+
+def default_state_dir() -> Path:
+    """`.lab` in the project root (the checkout holding this package), else in the cwd."""
+    project = Path(__file__).resolve().parents[2]
+    return (project if (project / "pyproject.toml").is_file() else Path.cwd()) / ".lab"
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it makes network namespaces, mounts and bridges")
+
+
+class Lab:
+    """Real Debian test hosts (sshd, sudo, apt through a cache) in network namespaces here."""
+
+    def __init__(self, state_dir: Path | None = None):
+        self.state_dir = (state_dir or default_state_dir()).absolute()
+        self.client_key = self.state_dir / "id_ed25519"
+        self.inventory_path = self.state_dir / "hosts" / "inventory.yml"
+        self.known_hosts_path = self.state_dir / "hosts" / "known_hosts"
+        self._state_path = self.state_dir / "state.json"
+        self._aptcache_dir = self.state_dir / "aptcache"
+        self._machines_dir = self.state_dir / "machines"
+
+    # -- what exists ---------------------------------------------------------------------
+
+    def hosts(self) -> list[LabHost]:
+        """Every host the lab has made and not torn down, in address order."""
+        records = LabState.load(self._state_path).hosts
+        made = [LabHost(name, r.address, r.systemd) for name, r in records.items()]
+        return sorted(made, key=lambda h: h.octet)
+
+    def host(self, name: str) -> LabHost:
+        for made in self.hosts():
+            if made.name == name:
+                return made
+        raise LabError(f"the lab has no host {name!r} (hosts: {', '.join(h.name for h in self.hosts()) or 'none'})")
+
+    def _machine(self, name: str) -> MachineDir:
+        return MachineDir(self._machines_dir / name)
+
+    def rootfs(self, name: str) -> Path:
+        """The host's merged root filesystem as seen from this machine."""
+        self.host(name)
+        return self._machine(name).root
+
+    def is_running(self, name: str) -> bool:
+        """Whether anything runs for the host (booting, up, or between reboots)."""
+        return bool(network.netns_pids(self.host(name).netns))
+
+    def aptcache_running(self) -> bool:
+        return aptcache.is_running(self._aptcache_dir)
+
+    # -- bringing hosts up ----------------------------------------------------------------
+
+    def up(self, names: list[str], systemd: bool = False,
+           record_host_keys: bool = True) -> list[LabHost]:
+        """Make (or keep) the named hosts running and answering SSH; return them.
+
+        New hosts get the next free addresses and a fresh overlay; hosts already up are
+        kept as they are. Rewrites the inventory and known_hosts for all of the lab's hosts.
+        """
+        _require_root()
+        for name in names:
+            if not HOST_NAME.match(name):
+                raise LabError(f"lab host name {name!r} is not a short lowercase hostname")
+        state = LabState.load(self._state_path)
+        if not state.saved_settings:
+            state.saved_settings = settings.snapshot()
+        base = rootfs.ensure_base(systemd)
+        client_public_key = keys.ensure_client_key(self.client_key)
+        network.ensure_bridge()
+        aptcache.ensure_running(self._aptcache_dir)
+        wanted = []
+        for name in names:
+            record = state.hosts.get(name)
+            if record and record.systemd != systemd:
+                raise LabError(f"lab host {name} exists with systemd={record.systemd}, not {systemd}")
+            if record and self._is_intact(name, record):
+                made = LabHost(name, record.address, record.systemd)
+                if not network.netns_pids(made.netns):
+                    host.start(made, self._machine(name))
+            else:
+                made = self._create(state, name, systemd, base, client_public_key, record_host_keys)
+            wanted.append(made)
+        for made in wanted:
+            host.wait_for_ssh(made, self._machine(made.name))
+        self._write_host_files(state)
+        return wanted
+
+    def _is_intact(self, name: str, record: HostRecord) -> bool:
+        """Whether the host's overlay and netns survive (they do not after this machine reboots)."""
+        netns = network.netns_name(name)
+        return mounts.is_mounted(self._machine(name).root) and Path("/run/netns", netns).exists()
+
+    def _create(self, state: LabState, name: str, systemd: bool, base: Path,
+                client_public_key: str, record_host_key: bool) -> LabHost:
+        self._remove_leftovers(name, state.hosts.get(name))
+        used = {int(r.address.rsplit(".", 1)[1]) for n, r in state.hosts.items() if n != name}
+        free = [o for o in range(network.FIRST_HOST_OCTET, network.LAST_HOST_OCTET + 1) if o not in used]
+        if not free:
+            raise LabError(f"the lab has no address left for host {name}")
+        made = LabHost(name, network.host_address(free[0]), systemd)
+        state.hosts[name] = HostRecord(made.address, systemd, "", record_host_key)
+        state.save(self._state_path)  # recorded before anything exists, for down() after a crash
+        network.create_host_network(name, made.octet)
+        machine = self._machine(name)
+        state.hosts[name].host_key = host.create(made, machine, base, client_public_key)
+        state.save(self._state_path)
+        host.start(made, machine)
+        return made
+
+    def _remove_leftovers(self, name: str, record: HostRecord | None) -> None:
+        octet = int(record.address.rsplit(".", 1)[1]) if record else None
+        network.delete_host_network(name, octet)
+        machine = self._machine(name)
+        mounts.unmount_below(machine.path)
+        shutil.rmtree(machine.path, ignore_errors=True)
+
+    def _write_host_files(self, state: LabState) -> None:
+        state.save(self._state_path)
+        made = {name: LabHost(name, r.address, r.systemd) for name, r in state.hosts.items()}
+        ordered = sorted(made.values(), key=lambda h: h.octet)
+        inventory.write_inventory(self.inventory_path, ordered, self.client_key)
+        vouched = {made[n]: r.host_key for n, r in state.hosts.items() if r.record_host_key and r.host_key}
+        inventory.write_known_hosts(self.known_hosts_path, vouched)
+
+    # -- power --------------------------------------------------------------------------
+
+    def stop(self, name: str) -> None:
+        """Power the host off (every process killed); its files stay for start()."""
+        host.stop(self.host(name))
+
+    def start(self, name: str) -> None:
+        """Boot a stopped host on the same files; return once SSH answers."""
+        made = self.host(name)
+        if not network.netns_pids(made.netns):
+            host.start(made, self._machine(name))
+        host.wait_for_ssh(made, self._machine(name))
+
+    def wait_for_ssh(self, name: str, timeout: float | None = None) -> None:
+        """Return once the host's sshd answers (after a reboot, say)."""
+        host.wait_for_ssh(self.host(name), self._machine(name), timeout)
+
+    # -- reaching in ----------------------------------------------------------------------
+
+    def exec(self, name: str, command: str, check: bool = True,
+             input: bytes | None = None) -> subprocess.CompletedProcess:
+        """Run `sh -c command` as root inside the host; LabError on failure when check."""
+        return host.execute(self.host(name), self._machine(name), command, check, input)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def cut_link(self, name: str) -> None:
+        """Take the host's link down: its connections stall, new ones time out."""
+        network.set_link(self.host(name).octet, up=False)
+
+    def restore_link(self, name: str) -> None:
+        network.set_link(self.host(name).octet, up=True)
+
+    @contextmanager
+    def hold_dpkg_lock(self, name: str) -> Iterator[None]:
+        """Hold the host's dpkg locks (as unattended-upgrades would) while the block runs."""
+        with faults.dpkg_lock_held(self.rootfs(name), name):
+            yield
+
+    # -- tearing down ---------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Tear the whole lab down, even after a crash: no netns, mount or process is left.
+
+        Keeps the client key, the base root filesystems and the apt cache.
+        """
+        _require_root()
+        state = LabState.load(self._state_path)
+        network.delete_all()
+        self._kill_processes_rooted_in_lab()
+        aptcache.stop(self._aptcache_dir)
+        mounts.unmount_below(self.state_dir)
+        left = mounts.mounts_below(self.state_dir)
+        if left:
+            raise LabError(f"lab teardown: still mounted: {', '.join(map(str, left))}")
+        for made in (self._machines_dir, self._aptcache_dir, self.inventory_path.parent):
+            shutil.rmtree(made, ignore_errors=True)
+        if state.saved_settings:
+            settings.restore(state.saved_settings)
+        self._state_path.unlink(missing_ok=True)
+
+    def _kill_processes_rooted_in_lab(self) -> None:
+        """SIGKILL processes whose root directory is inside state_dir (left outside any netns)."""
+        for proc in Path("/proc").iterdir():
+            try:
+                in_lab = proc.name.isdigit() and Path(os.readlink(proc / "root")).is_relative_to(self.state_dir)
+                if in_lab:
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                continue
+
+    # -- one lab at a time ----------------------------------------------------------------
+
+    @contextmanager
+    def exclusive(self, wait: float = 0) -> Iterator[None]:
+        """Hold the machine-wide lab lock (the bridge and addresses are global) for the block."""
+        LAB_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        with open(LAB_LOCK, "a+") as lock:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        lock.seek(0)
+                        holder = lock.read().strip() or "?"
+                        raise LabError(f"another lab session (pid {holder}) holds {LAB_LOCK}")
+                    time.sleep(0.5)
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

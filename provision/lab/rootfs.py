@@ -1,0 +1,164 @@
+"""The hosts' read-only base root filesystems: built once with mmdebstrap, cached by recipe hash."""
+
+import fcntl
+import hashlib
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision.lab import mirror
+from provision.lab.commands import LabError, run
+
+CACHE_DIR = Path("/var/cache/provision-lab")
+SUITE = "bookworm"
+BASE_PACKAGES = ("openssh-server", "sudo", "ca-certificates", "gnupg", "iproute2", "tini")
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
+SUDO_USER = "ubuntu"
+
+# Where a host without systemd leaves its request to be rebooted, for the lab's supervisor.
+REBOOT_FLAG = "var/lib/provision-lab/reboot-requested"
+
+REBOOT_STAND_IN = f"""#!/bin/sh
+# LAB STAND-IN for reboot(8), installed by provision's test lab (provision/lab/rootfs.py).
+# Lab hosts without systemd have no init system that could reboot them. This asks the
+# lab's supervisor, which runs outside the host, to boot the host again on the same
+# disk: it leaves a flag, then stops PID 1; the supervisor sees the flag and restarts
+# the host with fresh processes, a fresh /run and a new boot id.
+mkdir -p /{REBOOT_FLAG.rsplit('/', 1)[0]}
+: > /{REBOOT_FLAG}
+sync
+kill -TERM 1
+"""
+
+SSHD_CONFIG = """# provision lab: one fresh ed25519 host key per host, keys only.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PasswordAuthentication no
+"""
+
+APT_NO_PKGCACHE = """// provision lab: no binary caches, so each host's writable layer stays a few MB.
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+"""
+
+CGROUPS_RW_UNIT = """# provision lab: nspawn mounts the cgroup v1 controllers read-only; docker needs them writable.
+[Unit]
+Description=Make cgroup controllers writable (provision lab)
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$c" || true; done'
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """Everything a base root filesystem is built from; its hash names the cached build."""
+
+    systemd: bool
+    packages: tuple[str, ...]
+    source_lines: tuple[str, ...]
+    carried_apt_options: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def for_this_machine(cls, systemd: bool) -> "BaseRecipe":
+        packages = BASE_PACKAGES + (SYSTEMD_PACKAGES if systemd else ())
+        source_lines = tuple(
+            f"deb {source.uri} {suite} {' '.join(source.components)}"
+            for source in mirror.apt_sources() for suite in source.suites
+            if suite.split("-")[0] == SUITE)
+        if not source_lines:
+            raise LabError(f"this machine's apt has no sources for Debian {SUITE}")
+        options = tuple(sorted(mirror.carried_apt_options().items()))
+        return cls(systemd, packages, source_lines, options)
+
+    def digest(self) -> str:
+        recipe = repr(self) + Path(__file__).read_text()
+        return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+    def path(self, cache_dir: Path = CACHE_DIR) -> Path:
+        kind = "systemd" if self.systemd else "minbase"
+        return cache_dir / "rootfs" / f"{SUITE}-{kind}-{self.digest()}"
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _customize(root: Path, recipe: BaseRecipe) -> None:
+    """Add the sudo user, sshd and apt settings, and (without systemd) the reboot stand-in."""
+    run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash",
+         "--groups", "sudo", SUDO_USER], what="adding the lab's sudo user")
+    for user in ("root", SUDO_USER):  # '*' rather than '!': sshd refuses keys of '!' accounts
+        run(["chroot", str(root), "usermod", "--password", "*", user], what=f"unlocking {user}")
+    _write(root / "etc/sudoers.d" / SUDO_USER, f"{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    _write(root / "etc/ssh/sshd_config.d/provision-lab.conf", SSHD_CONFIG)
+    _write(root / "etc/apt/apt.conf.d/90provision-lab-no-pkgcache", APT_NO_PKGCACHE)
+    if recipe.carried_apt_options:
+        lines = "".join(f'{name} "{value}";\n' for name, value in recipe.carried_apt_options)
+        _write(root / "etc/apt/apt.conf.d/90provision-lab-mirror",
+               "// provision lab: as on the lab's machine, to use the same mirror.\n" + lines)
+    if recipe.systemd:
+        _write(root / "etc/systemd/system/provision-lab-cgroups-rw.service", CGROUPS_RW_UNIT)
+        wants = root / "etc/systemd/system/sysinit.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / "provision-lab-cgroups-rw.service").symlink_to(
+            "/etc/systemd/system/provision-lab-cgroups-rw.service")
+        for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):  # no surprise apt runs
+            (root / "etc/systemd/system" / timer).symlink_to("/dev/null")
+    else:
+        _write(root / "usr/sbin/reboot", REBOOT_STAND_IN, 0o755)
+
+
+def _prune_unused(cache_dir: Path, keep: Path) -> None:
+    """Remove older builds of the same kind that no mounted host uses any more."""
+    mounts = Path("/proc/self/mountinfo").read_text()
+    kind_prefix = keep.name.rsplit("-", 1)[0] + "-"
+    for old in keep.parent.glob(kind_prefix + "*"):
+        if old != keep and str(old) not in mounts:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR) -> Path:
+    """The path of the base root filesystem for this recipe, built now if not cached."""
+    recipe = BaseRecipe.for_this_machine(systemd)
+    target = recipe.path(cache_dir)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_dir():
+            return target
+        building = target.with_name(target.name + ".building")
+        shutil.rmtree(building, ignore_errors=True)
+        try:
+            run(["mmdebstrap", "--variant=minbase", "--skip=cleanup/apt/lists",
+                 "--include=" + ",".join(recipe.packages), SUITE, str(building),
+                 *recipe.source_lines],
+                what=f"building the lab's {target.name} base with mmdebstrap", timeout=1800)
+            _customize(building, recipe)
+        except (LabError, OSError, subprocess.SubprocessError):
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        building.rename(target)
+    _prune_unused(cache_dir, target)
+    return target
+
+
+def sudo_user_ids(base: Path) -> tuple[int, int]:
+    """The uid and gid of the lab's sudo user in `base`."""
+    for line in (base / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == SUDO_USER:
+            return int(fields[2]), int(fields[3])
+    raise LabError(f"base {base} has no user {SUDO_USER!r}")
