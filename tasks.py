@@ -10,6 +10,7 @@ from rich.console import Console
 from provision import cli
 from provision.connection import Timeouts
 from provision.errors import ProvisionError
+from provision.gpu.report import format_decision
 from provision.lab.invoke_tasks import lab
 from provision.runner import RunOptions
 
@@ -62,4 +63,16 @@ def facts(c, host, inventory=INVENTORY, accept_new=False):
     print(json.dumps(found, indent=2))
 
 
-namespace = Collection(provision, facts, lab)
+@task(iterable=["extra"], help={"host": "host name from the inventory", "inventory": "inventory directory or file",
+                                "extra": "variable key=value, e.g. nvidia_driver_branch=590 or ngc_pytorch_tag=25.08",
+                                "accept_new": "record an unknown host key instead of refusing it"})
+def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
+    """Show the GPU decision for a host (driver route, branch, flavour, CUDA ceiling, NGC tag), or why it cannot work."""
+    try:
+        found, decision = cli.preflight(Path(inventory), host, cli.parse_extra(extra), accept_new, Timeouts())
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    console.print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
+
+
+namespace = Collection(provision, facts, preflight, lab)

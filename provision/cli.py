@@ -11,6 +11,8 @@ from provision.compiler import plan_host
 from provision.connection import Timeouts, open_transport
 from provision.errors import ProvisionError, RoleError
 from provision.facts import EXAMPLE_FACTS
+from provision.gpu.plan import request_from
+from provision.gpu.preflight import decide
 from provision.inventory import Host, Inventory, load_inventory
 from provision.report import LiveView, print_errors, summary_table, write_json
 from provision.results import HostResult
@@ -90,3 +92,15 @@ def facts(inventory_path: Path, host: str, accept_new: bool, timeouts: Timeouts)
         return gather_facts(transport)
     finally:
         transport.close()
+
+
+def preflight(inventory_path: Path, host: str, extra: dict[str, Any], accept_new: bool, timeouts: Timeouts):
+    """The GPU decision for one host from its real facts and its variables (raises PreflightError)."""
+    inventory = load_inventory(inventory_path)
+    target = inventory.host(host)
+    found = facts(inventory_path, host, accept_new, timeouts)
+    defaults = {}
+    for role in load_roles(ROLES_DIR, ["nvidia_driver"]):
+        defaults.update(role.defaults)
+    variables = {**defaults, **target.vars, **extra}
+    return found, decide(found, request_from(variables))
