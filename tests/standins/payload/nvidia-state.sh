@@ -39,14 +39,27 @@ nv_loaded_module() {
 nv_gpu_model() {
     case "$1" in
         0x102d) echo "3.7|11441|149|Tesla K80" ;;
+        0x13f2) echo "5.2|8192|150|Tesla M60" ;;
+        0x15f7) echo "6.0|12288|250|Tesla P100-PCIE-12GB" ;;
         0x15f8) echo "6.0|16384|250|Tesla P100-PCIE-16GB" ;;
+        0x15f9) echo "6.0|16384|300|Tesla P100-SXM2-16GB" ;;
         0x1db1) echo "7.0|16384|300|Tesla V100-SXM2-16GB" ;;
+        0x1db4) echo "7.0|16384|250|Tesla V100-PCIE-16GB" ;;
         0x1db5) echo "7.0|32768|300|Tesla V100-SXM2-32GB" ;;
+        0x1db6) echo "7.0|32768|250|Tesla V100-PCIE-32GB" ;;
         0x1eb8) echo "7.5|15360|70|Tesla T4" ;;
         0x20b0) echo "8.0|40960|400|NVIDIA A100-SXM4-40GB" ;;
+        0x20b2) echo "8.0|81920|400|NVIDIA A100-SXM4-80GB" ;;
+        0x20b5) echo "8.0|81920|300|NVIDIA A100 80GB PCIe" ;;
+        0x20f1) echo "8.0|40960|250|NVIDIA A100-PCIE-40GB" ;;
         0x2237) echo "8.6|23028|300|NVIDIA A10G" ;;
+        0x26b9) echo "8.9|46068|350|NVIDIA L40S" ;;
         0x27b8) echo "8.9|23034|72|NVIDIA L4" ;;
+        0x2321) echo "9.0|95830|400|NVIDIA H100 NVL" ;;
         0x2330) echo "9.0|81559|700|NVIDIA H100 80GB HBM3" ;;
+        0x2331) echo "9.0|81559|350|NVIDIA H100 PCIe" ;;
+        0x2335) echo "9.0|143771|700|NVIDIA H200" ;;
+        0x2901) echo "10.0|183359|1000|NVIDIA B200" ;;
         *) return 1 ;;
     esac
 }
