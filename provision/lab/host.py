@@ -152,7 +152,7 @@ def init_pid(host: LabHost, machine: MachineDir) -> int | None:
 
 def execute(host: LabHost, machine: MachineDir, command: str, check: bool = True,
             input: bytes | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `sh -c command` as root in all the host's namespaces and its root directory."""
+    """Run `sh -c command` as root in all the host's namespaces and root; output as text."""
     pid = init_pid(host, machine)
     if pid is None:
         raise LabError(f"lab host {host.name} is not running, cannot run: {command}")
@@ -163,4 +163,6 @@ def execute(host: LabHost, machine: MachineDir, command: str, check: bool = True
     if check and result.returncode != 0:
         raise LabError(f"lab host {host.name}: `{command}` exited {result.returncode}\n"
                        f"{stderr_tail(result.stderr)}".rstrip())
-    return result
+    return subprocess.CompletedProcess(argv[-3:], result.returncode,
+                                       result.stdout.decode(errors="replace"),
+                                       result.stderr.decode(errors="replace"))

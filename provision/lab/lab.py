@@ -1,23 +1,22 @@
 """The Lab: bring real test hosts up on this machine, reach into them, and tear everything down."""
 
-import fcntl
 import os
 import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from provision.lab import aptcache, faults, host, inventory, keys, mounts, network, rootfs, settings
+from provision.lab import (aptcache, faults, host, inventory, keys, lock, mounts, network, rootfs,
+                           settings)
 from provision.lab.commands import LabError
 from provision.lab.host import LabHost, MachineDir
 from provision.lab.state import HostRecord, LabState
 
 HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
-LAB_LOCK = rootfs.CACHE_DIR / "lab.lock"  # the network names are global: one lab at a time
+LOCK_WAIT = 900  # seconds up() and down() wait for another process's lab to be done
 
 
 def default_state_dir() -> Path:
@@ -42,6 +41,7 @@ class Lab:
         self._state_path = self.state_dir / "state.json"
         self._aptcache_dir = self.state_dir / "aptcache"
         self._machines_dir = self.state_dir / "machines"
+        self._holding_lock = False
 
     # -- what exists ---------------------------------------------------------------------
 
@@ -80,8 +80,10 @@ class Lab:
 
         New hosts get the next free addresses and a fresh overlay; hosts already up are
         kept as they are. Rewrites the inventory and known_hosts for all of the lab's hosts.
+        Holds the machine-wide lab lock from then until down() or the end of this process.
         """
         _require_root()
+        self._hold_lock()
         for name in names:
             if not HOST_NAME.match(name):
                 raise LabError(f"lab host name {name!r} is not a short lowercase hostname")
@@ -193,6 +195,13 @@ class Lab:
         Keeps the client key, the base root filesystems and the apt cache.
         """
         _require_root()
+        self._hold_lock()
+        try:
+            self._tear_down()
+        finally:
+            self._release_lock()
+
+    def _tear_down(self) -> None:
         state = LabState.load(self._state_path)
         network.delete_all()
         self._kill_processes_rooted_in_lab()
@@ -221,25 +230,19 @@ class Lab:
 
     @contextmanager
     def exclusive(self, wait: float = 0) -> Iterator[None]:
-        """Hold the machine-wide lab lock (the bridge and addresses are global) for the block."""
-        LAB_LOCK.parent.mkdir(parents=True, exist_ok=True)
-        with open(LAB_LOCK, "a+") as lock:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        lock.seek(0)
-                        holder = lock.read().strip() or "?"
-                        raise LabError(f"another lab session (pid {holder}) holds {LAB_LOCK}")
-                    time.sleep(0.5)
-            lock.seek(0)
-            lock.truncate()
-            lock.write(f"{os.getpid()}\n")
-            lock.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        """Hold the machine-wide lab lock for the block (up() itself holds it until down())."""
+        lock.acquire(wait)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _hold_lock(self) -> None:
+        if not self._holding_lock:
+            lock.acquire(LOCK_WAIT)
+            self._holding_lock = True
+
+    def _release_lock(self) -> None:
+        if self._holding_lock:
+            lock.release()
+            self._holding_lock = False
