@@ -75,4 +75,24 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     console.print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
 
 
-namespace = Collection(provision, facts, preflight, lab)
+@task(iterable=["extra"], help={
+    "host": "host name from the inventory (its declared_facts say what the instance will be)",
+    "roles": "roles to apply, comma-separated (default: the host's roles variable)",
+    "output": "file to write (default user-data.gz, or user-data.sh with --format shell)",
+    "format": "mime (gzip'd MIME multipart, the default) or shell (a plain sh script)",
+    "embed_secrets": "put secret values in the user-data (readable on the instance); default: read them at boot from SSM",
+    "extra": "variable key=value (value read as YAML); repeatable",
+    "inventory": "inventory directory or file (default hosts/)"})
+def userdata(c, host, roles=None, output=None, format="mime", embed_secrets=False, extra=None, inventory=INVENTORY):
+    """Render EC2 user-data that makes a fresh instance the same host `provision` makes over SSH."""
+    try:
+        data = cli.userdata(Path(inventory), host, roles, cli.parse_extra(extra), format, embed_secrets)
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+    target = Path(output or ("user-data.sh" if format == "shell" else "user-data.gz"))
+    target.write_bytes(data.body)
+    console.print(f"{target}: {len(data.body):,} bytes of EC2's 16,384 ({data.budget_left:,} left); "
+                  f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
+
+
+namespace = Collection(provision, facts, preflight, userdata, lab)

@@ -19,6 +19,7 @@ from provision.results import HostResult
 from provision.roles import Role, check_variable_names, load_roles
 from provision.runner import RunOptions, gather_facts, run_hosts
 from provision.secrets import resolve_secrets
+from provision.userdata import UserData, render_userdata
 
 PROJECT = Path(__file__).resolve().parent.parent
 ROLES_DIR = PROJECT / "roles"
@@ -104,3 +105,14 @@ def preflight(inventory_path: Path, host: str, extra: dict[str, Any], accept_new
         defaults.update(role.defaults)
     variables = {**defaults, **target.vars, **extra}
     return found, decide(found, request_from(variables))
+
+
+def userdata(inventory_path: Path, host: str, roles_option: str | None, extra: dict[str, Any], fmt: str,
+             embed_secrets: bool, roles_dir: Path = ROLES_DIR) -> UserData:
+    """User-data for one host from its declared facts and roles (no connection)."""
+    inventory = load_inventory(inventory_path)
+    target = inventory.host(host)
+    check_variable_names(roles_dir, extra, "-e")
+    check_variable_names(roles_dir, target.vars, f"inventory, host {target.name}")
+    roles = load_roles(roles_dir, roles_for(target, roles_option))
+    return render_userdata(roles, target, extra, fmt, embed_secrets)

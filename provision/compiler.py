@@ -58,16 +58,17 @@ def host_variables(roles: list[Role], host: Host, extra: dict[str, Any]) -> dict
 
 
 def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any],
-              validating: bool = False) -> Plan:
+              validating: bool = False, secrets_at_boot: bool = False) -> Plan:
     """Render every task of `roles` for `host` with its variables and facts; refuse what cannot render.
 
     `validating` (example facts, before any connection) leaves GPU requests to the real run:
-    preflight then decides for the example GPU with no request.
+    preflight then decides for the example GPU with no request. `secrets_at_boot` (user-data)
+    leaves SSM references to be read on the host.
     """
     env = make_environment([role.path / "templates" for role in roles])
     secrets: dict[str, Secret] = {}
     env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
-    merged = resolve_secrets(host_variables(roles, host, extra), host.name)
+    merged = resolve_secrets(host_variables(roles, host, extra), host.name, fetch_ssm=not (validating or secrets_at_boot))
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
@@ -149,8 +150,11 @@ def _current_sh(planned: PlannedStep) -> str:
     return "\n".join(lines)
 
 
-def render_script(plan: Plan, check: bool = False, diff: bool = False) -> str:
-    """The whole run as one POSIX sh script; nothing runs until its last line is read."""
+def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_sh: str | None = None) -> str:
+    """The whole run as one POSIX sh script; nothing runs until its last line is read.
+
+    `secrets_sh` sets the secrets' shell variables; by default their values travel in the script.
+    """
     prelude = importlib.resources.files("provision").joinpath("prelude.sh").read_text()
     parts = [
         "#!/bin/sh",
@@ -184,7 +188,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False) -> str:
         main.append(f"if prov_notified {key}; then prov_handler {planned.id} {key}; fi")
     main.append("prov_say - finished")
     parts.append(_function("prov_main", "\n".join(main)))
-    parts.append(_secrets_sh(plan))
+    parts.append(_secrets_sh(plan) if secrets_sh is None else secrets_sh)
     parts.append("prov_main < /dev/null\nexit $?\n")
     return "\n".join(parts)
 

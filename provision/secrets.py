@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ class Secret:
 
     name: str
     value: str = ""
+    ssm_parameter: str = ""
 
     def __str__(self) -> str:
         return REDACTED
@@ -33,16 +35,25 @@ def secret_shell_name(name: str) -> str:
     return "PROV_SECRET_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def resolve_secrets(variables: dict[str, Any], host: str) -> dict[str, Any]:
-    """Replace `{secret_env: NAME}` / `{secret_file: PATH}` values with Secrets read here."""
+def resolve_secrets(variables: dict[str, Any], host: str, fetch_ssm: bool = True) -> dict[str, Any]:
+    """Replace `{secret_env: NAME}` / `{secret_file: PATH}` / `{secret_ssm: /path}` values with Secrets.
+
+    env and file are read here; an SSM parameter is read here with the AWS CLI only when
+    `fetch_ssm` (SSH runs), and left as a reference for user-data, which reads it at boot.
+    """
     resolved = dict(variables)
     for key, value in variables.items():
-        if isinstance(value, dict) and set(value) & {"secret_env", "secret_file"}:
-            resolved[key] = _read(key, value, host)
+        if isinstance(value, Secret):
+            continue
+        if isinstance(value, dict) and set(value) & {"secret_env", "secret_file", "secret_ssm"}:
+            resolved[key] = _read(key, value, host, fetch_ssm)
     return resolved
 
 
-def _read(key: str, ref: dict, host: str) -> Secret:
+def _read(key: str, ref: dict, host: str, fetch_ssm: bool) -> Secret:
+    if "secret_ssm" in ref:
+        parameter = str(ref["secret_ssm"])
+        return Secret(key, _ssm(parameter, key, host) if fetch_ssm else "", parameter)
     if "secret_env" in ref:
         name = str(ref["secret_env"])
         if name not in os.environ:
@@ -69,3 +80,16 @@ def redactor(secrets: list[Secret]):
         return text
 
     return redact
+
+
+def _ssm(parameter: str, key: str, host: str) -> str:
+    """An SSM SecureString read with the AWS CLI on this machine (its value only on stdout)."""
+    command = ["aws", "ssm", "get-parameter", "--with-decryption", "--name", parameter,
+               "--query", "Parameter.Value", "--output", "text"]
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProvisionError(f"host {host}: variable {key} wants SSM parameter {parameter}: {exc}") from None
+    if run.returncode != 0:
+        raise ProvisionError(f"host {host}: variable {key}: aws ssm get-parameter {parameter} failed: {run.stderr.strip()[-300:]}")
+    return run.stdout.strip()
