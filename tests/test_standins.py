@@ -1,12 +1,15 @@
 """The lab's stand-in vendor repositories, checked with real apt, dpkg and siftool (root only)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
 import io
 import json
 import os
-import socket
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,27 +30,25 @@ PREFERRED_PORT = 18089
 
 # ---------------------------------------------------------------- fixtures
 
-def _free_port(preferred: int) -> int:
-    """PREFERRED when 127.0.0.1 has it free (so that the cached build's URL stays valid), else any."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def served(request):
-    """(repos, server): the stand-in repos, built (or cached) for and served at 127.0.0.1."""
+def served(request, tmp_path_factory):
+    """(repos, server): the stand-in repos, built (or cached) for and served at 127.0.0.1.
+
+    The server takes PREFERRED_PORT when free, so that the cached build (its URL is baked into
+    cuda-keyring) is reused; a concurrent session gets another port and a build of its own.
+    """
     if os.geteuid() != 0:
         pytest.skip("builds repos with apt-get installs, mount namespaces and chroot: run as root")
     ensure_packages()
-    port = _free_port(PREFERRED_PORT)
-    out = Path(request.config.cache.mkdir("standin-repos"))
-    repos = build_standin_repos(out, base_url=f"http://127.0.0.1:{port}")
-    with serve(out, bind="127.0.0.1", port=port) as server:
-        yield repos, server
+    cache = getattr(request.config, "cache", None)
+    out = Path(cache.mkdir(f"standin-repos-{PREFERRED_PORT}")) if cache else tmp_path_factory.mktemp("standins")
+    try:
+        server = serve(out, bind="127.0.0.1", port=PREFERRED_PORT)
+    except OSError:
+        out = tmp_path_factory.mktemp("standins")
+        server = serve(out, bind="127.0.0.1", port=0)
+    with server:
+        yield build_standin_repos(out, base_url=server.url), server
 
 
 @pytest.fixture
@@ -134,8 +135,7 @@ def test_the_toolkit_list_is_served_as_nvidia_serves_it_but_names_the_lab(repos,
 def test_an_unchanged_recipe_reuses_the_build(served, request):
     repos, server = served
     started = time.monotonic()
-    again = build_standin_repos(Path(request.config.cache.mkdir("standin-repos")),
-                                base_url=repos.base_url)
+    again = build_standin_repos(repos.root.parent, base_url=repos.base_url)
     assert time.monotonic() - started < 2
     assert again == repos
 
@@ -407,6 +407,71 @@ def test_apptainer_registry_login_keeps_credentials_private(apptainer):
     auth = json.loads(config.read_text())["auths"]["nvcr.io"]["auth"]
     assert auth == "JG9hdXRodG9rZW46bnZhcGktc2VjcmV0"  # base64 of $oauthtoken:nvapi-secret
     assert "docker://nvcr.io" in apptainer("remote", "list").stdout
+
+
+class _TokenRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry (API v2) holding one image, that wants a Bearer token got with user:password."""
+
+    blobs: dict[str, bytes] = {}
+    manifest = b""
+    credentials = base64.b64encode(b"builder:s3cret").decode()
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.startswith("/token"):
+            ok = self.headers.get("Authorization") == f"Basic {self.credentials}"
+            return self._send(200 if ok else 401, b'{"token": "t0k"}' if ok else b"{}")
+        if self.headers.get("Authorization") != "Bearer t0k":
+            host = self.headers["Host"]
+            return self._send(401, b'{"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}',
+                              {"WWW-Authenticate": f'Bearer realm="http://{host}/token",service="lab",scope="repository:tiny:pull"'})
+        if self.path == "/v2/tiny/manifests/1":
+            return self._send(200, self.manifest, {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+        digest = self.path.rsplit("/", 1)[-1]
+        if digest in self.blobs:
+            return self._send(200, self.blobs[digest])
+        self._send(404, b'{"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}')
+
+    def _send(self, status, body, headers=None):
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def token_registry(tmp_path):
+    """127.0.0.1:PORT serving the docker_archive image as tiny:1 behind token authentication."""
+    with tarfile.open(docker_archive(tmp_path / "for-registry.tar")) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    digest = lambda data: "sha256:" + hashlib.sha256(data).hexdigest()  # noqa: E731
+    layers = [files["l1/layer.tar"], files["l2/layer.tar"]]
+    _TokenRegistry.blobs = {digest(b): b for b in [files["config.json"], *layers]}
+    _TokenRegistry.manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": len(files["config.json"]), "digest": digest(files["config.json"])},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "size": len(b),
+                    "digest": digest(b)} for b in layers]}).encode()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenRegistry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@root_only
+def test_apptainer_pulls_from_a_registry_with_the_login_it_stored(apptainer, token_registry):
+    denied = apptainer("build", "--nohttps", "tiny.sif", f"docker://{token_registry}/tiny:1")
+    assert denied.returncode == 255 and "unauthorized: authentication required" in denied.stderr
+    apptainer("registry", "login", "--username", "builder", "--password-stdin", f"docker://{token_registry}",
+              input="s3cret")
+    build = apptainer("build", "--nohttps", "tiny.sif", f"docker://{token_registry}/tiny:1")
+    assert build.returncode == 0, build.stderr
+    assert apptainer("exec", "tiny.sif", "cat", "/etc/added").stdout == "added by layer 2\n"
 
 
 @root_only

@@ -33,9 +33,11 @@ from .serve import StandinServer, serve
 __all__ = ["STANDIN_APT_PACKAGES", "AptSource", "StandinRepo", "StandinRepos", "StandinServer",
            "build_standin_repos", "ensure_packages", "lab_url", "serve"]
 
-# Debian packages this machine needs to build the repositories and run the stand-ins' tests.
+# Debian packages this machine needs to build the repositories (dpkg-deb, apt-ftparchive, gpg,
+# zstd for the engine .deb) and to run the stand-ins in tests (squashfs-tools, siftool, jq and
+# curl for apptainer and nvidia-ctk; busybox-static for the tests' tiny image).
 STANDIN_APT_PACKAGES = ("dpkg", "apt-utils", "gpg", "gpg-agent", "zstd", "squashfs-tools",
-                        "siftool", "jq", "curl")
+                        "siftool", "jq", "curl", "busybox-static")
 _MANIFEST = "standin-repos.json"
 _RECIPE_HASH = "recipe.sha256"
 

@@ -56,11 +56,12 @@ class StandinServer:
 
 
 def serve(out_dir: Path, bind: str = "10.200.0.1", port: int = 8089) -> StandinServer:
-    """Serve OUT_DIR/www (what build_standin_repos made in OUT_DIR) at http://BIND:PORT/.
+    """Serve OUT_DIR/www (what build_standin_repos makes in OUT_DIR) at http://BIND:PORT/.
+
+    OUT_DIR/www need not exist yet: a server may be started first and the repos built for its
+    URL (server.url) afterwards; a rebuild replaces the folder under a running server.
 
     BIND must be an address of this machine: the lab's bridge address once the lab is up,
     127.0.0.1 for tests that need no network namespace. PORT 0 picks a free port.
     """
-    out_dir = Path(out_dir)
-    root = out_dir / "www" if (out_dir / "www").is_dir() else out_dir
-    return StandinServer(root, bind, port)
+    return StandinServer(Path(out_dir) / "www", bind, port)
