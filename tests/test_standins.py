@@ -132,6 +132,34 @@ def test_the_toolkit_list_is_served_as_nvidia_serves_it_but_names_the_lab(repos,
 
 
 @root_only
+def test_over_https_the_documented_toolkit_steps_work_unchanged(request, tmp_path_factory, tmp_path, served):
+    cache = getattr(request.config, "cache", None)
+    out = Path(cache.mkdir(f"standin-repos-{PREFERRED_PORT + 1}")) if cache else tmp_path_factory.mktemp("tls")
+    try:
+        server = serve(out, bind="127.0.0.1", port=PREFERRED_PORT + 1)
+    except OSError:
+        out = tmp_path_factory.mktemp("tls")
+        server = serve(out, bind="127.0.0.1", port=0)
+    with server:
+        repos = build_standin_repos(out, base_url=server.https_url)
+        toolkit = repos.nvidia_container_toolkit
+        keyring = tmp_path / "nvidia-container-toolkit-keyring.gpg"
+        env = {"PATH": "/usr/bin:/bin", "GNUPGHOME": str(tmp_path), "CA": str(repos.ca_cert),
+               "KEY_URL": toolkit.key_url(repos.base_url), "KEYRING": str(keyring),
+               "LIST_URL": f"{toolkit.url(repos.base_url)}/stable/deb/nvidia-container-toolkit.list"}
+        documented = ('curl --cacert "$CA" -fsSL "$KEY_URL" | gpg --batch --yes --dearmor -o "$KEYRING" && '
+                      'curl --cacert "$CA" -s -L "$LIST_URL" | '
+                      'sed "s#deb https://#deb [signed-by=$KEYRING] https://#g"')
+        listing = subprocess.run(["sh", "-c", documented], env=env, capture_output=True, text=True, check=True).stdout
+        assert listing.startswith(f"deb [signed-by={keyring}] https://127.0.0.1:")
+        apt_root = AptRoot(tmp_path / "aptroot", ca_cert=repos.ca_cert)
+        apt_root.sources.write_text(listing)
+        update = apt_root.apt("update")
+        assert update.returncode == 0, update.stderr
+        assert "1.17.8-1" in apt_root.apt("cache", "madison", "nvidia-container-toolkit").stdout
+
+
+@root_only
 def test_an_unchanged_recipe_reuses_the_build(served, request):
     repos, server = served
     started = time.monotonic()

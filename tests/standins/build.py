@@ -5,20 +5,18 @@ as the vendor's (``download.docker.com/linux/ubuntu/dists/...``), signed by a th
 its own, with packages of the vendors' names. The roles take repository and key URLs as
 variables; the lab points them here (``lab_url``) and nothing else changes.
 
-    repos = build_standin_repos(Path(".lab/standins"))       # cached: ~0.1 s when unchanged
-    with serve(repos.root.parent, bind="10.200.0.1") as server: ...
+    repos = build_standin_repos(out_dir)      # ~6 s the first time, ~0.2 s when unchanged
+    with serve(out_dir, bind="10.200.0.1", port=8089) as server: ...
 """
 
 from __future__ import annotations
 
 import fcntl
-import gzip
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +24,11 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from . import recipes
+from .archive import Signer, SigningKey, place_debs, write_packages_index
 from .debs import build_deb, download_docker_io, repackage_docker_engine
 from .recipes import DebRecipe
 from .serve import StandinServer, serve
+from .tls import forget_server_certificate, write_certificates
 
 __all__ = ["STANDIN_APT_PACKAGES", "AptSource", "StandinRepo", "StandinRepos", "StandinServer",
            "build_standin_repos", "ensure_packages", "lab_url", "serve"]
@@ -106,6 +106,7 @@ class StandinRepos:
     base_url: str
     codename: str
     arch: str
+    ca_cert: Path | None  # the lab CA to trust when base_url is https, else None
     docker: StandinRepo
     nvidia_container_toolkit: StandinRepo
     ubuntu_archive: StandinRepo
@@ -130,74 +131,8 @@ class StandinRepos:
                                  for s in r["sources"])
             r["packages"] = {k: tuple(v) for k, v in r["packages"].items()}
             repos[name] = StandinRepo(**r)
-        return cls(root=Path(data.pop("root")), **data, **repos)
-
-
-# ---------------------------------------------------------------- signing keys and repo layouts
-
-@dataclass(frozen=True)
-class _Key:
-    fingerprint: str
-    armored: bytes
-    binary: bytes
-
-
-class _Signer:
-    """Throwaway ed25519 keys, one per repository, kept in KEYS_DIR across rebuilds."""
-
-    def __init__(self, keys_dir: Path):
-        self.keys_dir = keys_dir
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        keys_dir.chmod(0o700)
-        self.home = Path(tempfile.mkdtemp(prefix="standin-gpg-"))  # short: gpg-agent's socket
-
-    def _gpg(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(["gpg", "--batch", "--quiet", *args], check=True, capture_output=True,
-                              env={"GNUPGHOME": str(self.home), "PATH": "/usr/bin:/bin"}, **kw)
-
-    def key(self, name: str, label: str) -> _Key:
-        email = f"{name}@lab.invalid"
-        secret = self.keys_dir / f"{name}.sec.asc"
-        if secret.exists():
-            self._gpg("--import", str(secret))
-        else:
-            self._gpg("--passphrase", "", "--quick-gen-key", f"Lab {label} Repo <{email}>",
-                      "ed25519", "sign", "never")
-            secret.write_bytes(self._gpg("--armor", "--export-secret-keys", f"<{email}>").stdout)
-            secret.chmod(0o600)
-        listing = self._gpg("--with-colons", "--list-keys", f"<{email}>").stdout.decode()
-        fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-        return _Key(fingerprint, self._gpg("--armor", "--export", fingerprint).stdout,
-                    self._gpg("--export", fingerprint).stdout)
-
-    def sign_release(self, directory: Path, key: _Key, fields: dict[str, str]) -> None:
-        """Write DIRECTORY/Release for the index files below it, then InRelease and Release.gpg."""
-        options = [f"-oAPT::FTPArchive::Release::{k}={v}" for k, v in fields.items()]
-        release = subprocess.run(["apt-ftparchive", *options, "release", "."], cwd=directory,
-                                 check=True, capture_output=True).stdout
-        (directory / "Release").write_bytes(release)
-        for args in (("--clearsign", "-o", "InRelease"), ("-abs", "-o", "Release.gpg")):
-            self._gpg("--yes", "--local-user", key.fingerprint, *args, "Release", cwd=directory)
-
-    def close(self) -> None:
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(self.home)},
-                       capture_output=True)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-
-def _packages_index(root: Path, pool: str, out: Path) -> None:
-    """OUT/Packages and Packages.gz for the .debs in ROOT/POOL, Filename relative to ROOT."""
-    out.mkdir(parents=True, exist_ok=True)
-    index = subprocess.run(["apt-ftparchive", "packages", pool], cwd=root, check=True,
-                           capture_output=True).stdout
-    (out / "Packages").write_bytes(index)
-    (out / "Packages.gz").write_bytes(gzip.compress(index, mtime=0))
-
-
-def _place(debs: list[Path], directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for deb in debs:
-        shutil.copy2(deb, directory / deb.name)
+        ca_cert = data.pop("ca_cert")
+        return cls(root=Path(data.pop("root")), ca_cert=ca_cert and Path(ca_cert), **data, **repos)
 
 
 def _versions(recipe_list: list[DebRecipe]) -> dict[str, tuple[str, ...]]:
@@ -221,7 +156,7 @@ class _Build:
         shutil.rmtree(self.work, ignore_errors=True)
         self.debs = self.work / "debs"
         self.debs.mkdir(parents=True)
-        self.signer = _Signer(out_dir / "keys")
+        self.signer = Signer(out_dir / "keys")
         self.pool = ThreadPoolExecutor(max_workers=4)
 
     def build_debs(self, recipe_list: list[DebRecipe], subdir: str) -> list[Path]:
@@ -229,29 +164,29 @@ class _Build:
         out.mkdir(parents=True, exist_ok=True)
         return list(self.pool.map(lambda r: build_deb(r, self.work / "stage", out), recipe_list))
 
-    def dists_repo(self, root: Path, key: _Key, label: str, components: dict[str, list[Path]],
+    def dists_repo(self, root: Path, key: SigningKey, label: str, components: dict[str, list[Path]],
                    pool_dir: Callable[[str, str], str]) -> None:
         """Lay out dists/<codename>/<component>/binary-<arch> like Docker's repository or a PPA."""
         for component, debs in components.items():
             dirs = []
             for deb in debs:
                 rel = pool_dir(component, deb.name.split("_")[0])
-                _place([deb], root / rel)
+                place_debs([deb], root / rel)
                 dirs.append(rel)
-            _packages_index(root, os.path.commonpath(dirs),
+            write_packages_index(root, os.path.commonpath(dirs),
                             root / "dists" / self.codename / component / f"binary-{self.arch}")
         self.signer.sign_release(root / "dists" / self.codename, key, {
             "Origin": label, "Label": label, "Suite": self.codename, "Codename": self.codename,
             "Components": " ".join(components), "Architectures": self.arch})
 
-    def flat_repo(self, directory: Path, key: _Key, label: str, debs: list[Path]) -> None:
+    def flat_repo(self, directory: Path, key: SigningKey, label: str, debs: list[Path]) -> None:
         """A flat repository (`deb URL /`) like NVIDIA's: Packages and a signed Release in one folder."""
-        _place(debs, directory)
-        _packages_index(directory, ".", directory)
+        place_debs(debs, directory)
+        write_packages_index(directory, ".", directory)
         self.signer.sign_release(directory, key, {"Origin": label, "Label": label,
                                                   "Architectures": f"{self.arch} all"})
 
-    def repo(self, name: str, vendor_url: str, key: _Key, key_path: str,
+    def repo(self, name: str, vendor_url: str, key: SigningKey, key_path: str,
              sources: tuple[AptSource, ...], packages: dict[str, tuple[str, ...]]) -> StandinRepo:
         """Publish KEY at KEY_PATH and describe the repository as it will be served."""
         path = self.www / key_path
@@ -371,7 +306,8 @@ def build_standin_repos(out_dir: Path, codename: str = "bookworm", arch: str = "
     """Build (or reuse) every stand-in repository under OUT_DIR/www, for clients at BASE_URL.
 
     BASE_URL is baked into what names the lab's own URL (cuda-keyring's sources file, the
-    toolkit's .list); the rest is the same whatever the address. The result is cached in
+    toolkit's .list); the rest is the same whatever the address. An https BASE_URL also makes
+    a lab CA and a certificate for its host (tls.py), and serve() then speaks TLS. The result is cached in
     OUT_DIR and rebuilt only when this package's code, payloads or the parameters change;
     signing keys are kept across rebuilds. Debian's docker.io .deb is downloaded once.
     """
@@ -385,12 +321,18 @@ def build_standin_repos(out_dir: Path, codename: str = "bookworm", arch: str = "
         if stamp.exists() and stamp.read_text() == digest and manifest.exists() and final.is_dir():
             return StandinRepos.from_json(manifest.read_text())
         stamp.unlink(missing_ok=True)
+        scheme, host = urlsplit(base_url).scheme, urlsplit(base_url).hostname
+        if scheme == "https":
+            ca_cert = write_certificates(out_dir / "tls", host)
+        else:
+            ca_cert = None
+            forget_server_certificate(out_dir / "tls")
         b = _Build(out_dir, codename, arch, base_url)
         try:
             engine = b.pool.submit(repackage_docker_engine, docker_io, _engine_version(codename),
                                    b.work, b.debs)
             repos = StandinRepos(
-                root=final, base_url=b.base_url, codename=codename, arch=arch,
+                root=final, base_url=b.base_url, codename=codename, arch=arch, ca_cert=ca_cert,
                 nvidia_container_toolkit=_toolkit(b), ubuntu_archive=_ubuntu_archive(b),
                 cuda=_cuda(b), apptainer=_apptainer(b), docker=_docker(b, engine))
         finally:

@@ -22,7 +22,8 @@ _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class AptRoot:
     """apt with its own sources, keys, lists and an empty (or given) dpkg status under DIRECTORY."""
 
-    def __init__(self, directory: Path, status_from: Path | None = None, arch: str = "amd64"):
+    def __init__(self, directory: Path, status_from: Path | None = None, arch: str = "amd64",
+                 ca_cert: Path | None = None):
         self.dir = Path(directory)
         for sub in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "etc/apt/apt.conf.d",
                     "etc/apt/keyrings", "var/lib/apt/lists/partial", "var/cache/apt/archives/partial",
@@ -41,7 +42,8 @@ class AptRoot:
             f'APT::Architectures {{ "{arch}"; }};\n'
             'APT::Sandbox::User "root";\n'
             'Debug::NoLocking "true";\n'
-            'Acquire::Retries "0";\n')
+            'Acquire::Retries "0";\n'
+            + (f'Acquire::https::CaInfo "{ca_cert}";\n' if ca_cert else ""))
         self.sources = self.dir / "etc/apt/sources.list"
         self.sources.write_text("")
 

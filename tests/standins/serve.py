@@ -1,11 +1,18 @@
-"""Serve the stand-in repositories over HTTP from a thread (the lab binds the bridge address)."""
+"""Serve the stand-in repositories from a thread (the lab binds its bridge address).
+
+http, or https when the build was made for an https base URL (it then left a server
+certificate in OUT_DIR/tls, which the server picks up connection by connection).
+"""
 
 from __future__ import annotations
 
 import functools
+import ssl
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from .tls import SERVER_PEM
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -13,6 +20,22 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         self.server.requests.append(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}".strip())
+
+
+class _Server(ThreadingHTTPServer):
+    def __init__(self, address, handler, certificate: Path):
+        super().__init__(address, handler)
+        self.certificate = certificate
+        self.requests: list[str] = []
+
+    def get_request(self):
+        conn, address = super().get_request()
+        if self.certificate.exists():
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate)
+            conn.settimeout(30)
+            conn = context.wrap_socket(conn, server_side=True)  # a failed handshake drops this one
+        return conn, address
 
 
 class StandinServer:
@@ -23,8 +46,7 @@ class StandinServer:
 
     def __init__(self, root: Path, bind: str, port: int):
         handler = functools.partial(_Handler, directory=str(root))
-        self.httpd = ThreadingHTTPServer((bind, port), handler)
-        self.httpd.requests = []
+        self.httpd = _Server((bind, port), handler, root.parent / "tls" / SERVER_PEM)
         self.root = root
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="standin-repos",
                                        daemon=True)
@@ -36,8 +58,13 @@ class StandinServer:
 
     @property
     def url(self) -> str:
-        host = self.httpd.server_address[0]
-        return f"http://{host}:{self.port}"
+        """http://BIND:PORT, the base URL for an http build."""
+        return f"http://{self.httpd.server_address[0]}:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        """https://BIND:PORT, the base URL for an https build (see tls.py)."""
+        return f"https://{self.httpd.server_address[0]}:{self.port}"
 
     @property
     def requests(self) -> list[str]:
