@@ -395,6 +395,22 @@ def test_apptainer_builds_a_genuine_sif_and_runs_commands_in_it(apptainer, tmp_p
 
 
 @root_only
+def test_apptainer_builds_from_the_docker_daemon_through_docker_save(apptainer, tmp_path):
+    archive = docker_archive(tmp_path / "saved.tar")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(f'#!/bin/sh\n# stands in for `docker save NAME -o FILE`\n'
+                                 f'[ "$1 $2" = "save tiny:1" ] && cp {archive} "$4"\n')
+    (fake / "docker").chmod(0o755)
+    build = apptainer("build", "daemon.sif", "docker-daemon:tiny:1",
+                      extra_env={"PATH": f"{fake}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert build.returncode == 0, build.stderr
+    deffile = subprocess.run(["siftool", "dump", "1", str(tmp_path / "daemon.sif")], capture_output=True, text=True)
+    assert deffile.stdout == "bootstrap: docker-daemon\nfrom: tiny:1\n"
+    assert apptainer("exec", "daemon.sif", "cat", "/etc/added").stdout == "added by layer 2\n"
+
+
+@root_only
 def test_apptainer_build_fails_when_its_tmpdir_lacks_space(apptainer, tmp_path):
     archive = docker_archive(tmp_path / "big.tar", extra_bytes=2 << 20)
     small = tmp_path / "small"
