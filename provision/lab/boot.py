@@ -3,6 +3,7 @@
 from pathlib import Path
 from shlex import quote
 
+from provision.lab.cgroups import join_own_cgroups_script
 from provision.lab.rootfs import REBOOT_FLAG
 
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -12,6 +13,16 @@ NSPAWN_REBOOT_STATUS = 133
 
 DEVICE_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
                 "urandom": (1, 9), "tty": (5, 0)}
+
+
+def detach_others_script(root: Path) -> str:
+    """sh lines dropping, from this fresh mount namespace, the other hosts' roots and netns.
+
+    Copies of them would keep other hosts' overlays busy and their netns alive after teardown.
+    """
+    return f"""for other in {quote(str(root.parent.parent))}/*/root /run/netns; do
+    [ "$other" = {quote(str(root))} ] || umount --recursive --lazy "$other" 2>/dev/null || true
+done"""
 
 
 def supervisor_script(name: str, root: Path, machine: Path, systemd: bool) -> str:
@@ -47,6 +58,7 @@ set -eu
 root={quote(str(root))}
 machine={quote(str(machine))}
 hostname {quote(name)}
+{detach_others_script(root)}
 ro_bind() {{ mount --bind "$1" "$2" && mount -o remount,bind,ro "$2"; }}
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 # /proc/sys read-only: most sysctls written in a host would change this whole machine.
@@ -77,8 +89,11 @@ def nspawn_boot_script(name: str, root: Path) -> str:
     return f"""#!/bin/sh
 # Boot of lab host {name} with systemd (written by provision/lab/boot.py).
 set -eu
+{detach_others_script(root)}
 # nspawn keeps its state in /run; a private tmpfs keeps this machine's /run clean.
 mount -t tmpfs -o mode=755 tmpfs /run
+# nspawn runs the host in payload/ of its own cgroup: give each host one of its own.
+{join_own_cgroups_script(name)}
 # SYSTEMD_SECCOMP=0: docker inside needs keyctl, which nspawn's filter refuses.
 exec env SYSTEMD_SECCOMP=0 systemd-nspawn --boot --register=no --keep-unit \\
     --directory={quote(str(root))} --machine={quote(name)} --hostname={quote(name)} \\

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.lab import boot, keys, mounts, network, rootfs
+from provision.lab import boot, cgroups, keys, mounts, network, rootfs
 from provision.lab.commands import LabError, run, stderr_tail
 
 SSH_PORT = 22
@@ -80,17 +80,16 @@ def create(host: LabHost, machine: MachineDir, base: Path, client_public_key: st
     """Mount a fresh overlay of `base` and give it the host's identity; return its host key."""
     mounts.mount_overlay(base, machine.upper, machine.work, machine.root)
     _write_identity(host, machine.root, client_public_key)
-    host_key = keys.generate_host_key(machine.root, host.name)
+    return keys.generate_host_key(machine.root, host.name)
+
+
+def start(host: LabHost, machine: MachineDir) -> None:
+    """Write the host's boot scripts, start its supervisor detached in its netns; return at once."""
     supervisor = boot.supervisor_script(host.name, machine.root, machine.path, host.systemd)
     (machine.path / "supervise.sh").write_text(supervisor)
     boot_script = (boot.nspawn_boot_script(host.name, machine.root) if host.systemd
                    else boot.tini_boot_script(host.name, machine.root, machine.path))
     (machine.path / "boot.sh").write_text(boot_script)
-    return host_key
-
-
-def start(host: LabHost, machine: MachineDir) -> None:
-    """Start the host's supervisor, detached, in the host's netns; return at once."""
     with open(machine.console_log, "ab") as console:
         run_detached = ["setsid", "--fork", "nsenter", f"--net=/run/netns/{host.netns}",
                         "sh", str(machine.path / "supervise.sh")]
@@ -101,6 +100,8 @@ def start(host: LabHost, machine: MachineDir) -> None:
 def stop(host: LabHost) -> None:
     """Power the host off: kill its supervisor and every process in its netns."""
     network.kill_netns_processes(host.netns)
+    if host.systemd:
+        cgroups.remove_host_cgroups(host.name)
 
 
 def _ssh_banner(address: str, timeout: float) -> bool:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from provision.lab import (aptcache, faults, host, inventory, keys, lock, mounts, network, rootfs,
-                           settings)
+from provision.lab import (aptcache, cgroups, faults, host, inventory, keys, lock, mounts, network,
+                           rootfs, settings)
 from provision.lab.commands import LabError
 from provision.lab.host import LabHost, MachineDir
 from provision.lab.state import HostRecord, LabState
@@ -99,7 +99,7 @@ class Lab:
             record = state.hosts.get(name)
             if record and record.systemd != systemd:
                 raise LabError(f"lab host {name} exists with systemd={record.systemd}, not {systemd}")
-            if record and self._is_intact(name, record):
+            if record and self._is_intact(name):
                 made = LabHost(name, record.address, record.systemd)
                 if not network.netns_pids(made.netns):
                     host.start(made, self._machine(name))
@@ -111,7 +111,7 @@ class Lab:
         self._write_host_files(state)
         return wanted
 
-    def _is_intact(self, name: str, record: HostRecord) -> bool:
+    def _is_intact(self, name: str) -> bool:
         """Whether the host's overlay and netns survive (they do not after this machine reboots)."""
         netns = network.netns_name(name)
         return mounts.is_mounted(self._machine(name).root) and Path("/run/netns", netns).exists()
@@ -136,6 +136,7 @@ class Lab:
     def _remove_leftovers(self, name: str, record: HostRecord | None) -> None:
         octet = int(record.address.rsplit(".", 1)[1]) if record else None
         network.delete_host_network(name, octet)
+        cgroups.remove_host_cgroups(name)
         machine = self._machine(name)
         mounts.unmount_below(machine.path)
         shutil.rmtree(machine.path, ignore_errors=True)
@@ -205,6 +206,7 @@ class Lab:
         state = LabState.load(self._state_path)
         network.delete_all()
         self._kill_processes_rooted_in_lab()
+        cgroups.remove_all()
         aptcache.stop(self._aptcache_dir)
         mounts.unmount_below(self.state_dir)
         left = mounts.mounts_below(self.state_dir)

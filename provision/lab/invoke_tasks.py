@@ -1,0 +1,46 @@
+"""invoke tasks for the lab: `invoke lab.up --hosts 3`, `invoke lab.status`, `invoke lab.down`."""
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from provision.lab.commands import LabError
+from provision.lab.lab import Lab
+from provision.lab.packages import ensure_packages
+
+
+@task(help={"hosts": "how many hosts to bring up (lab1, lab2, ...; labsd1, ... with --systemd)",
+            "systemd": "boot the hosts with systemd (for services such as docker)"})
+def up(c, hosts=3, systemd=False):
+    """Bring lab hosts up on this machine and write their inventory."""
+    lab, prefix = Lab(), "labsd" if systemd else "lab"
+    try:
+        ensure_packages()
+        made = lab.up([f"{prefix}{n}" for n in range(1, hosts + 1)], systemd=systemd)
+    except LabError as exc:
+        raise Exit(f"lab.up: {exc}") from None
+    for made_host in made:
+        print(f"{made_host.name:<10} {made_host.address:<14} ssh -i {lab.client_key} root@{made_host.address}")
+    print(f"inventory: {lab.inventory_path}\nknown_hosts: {lab.known_hosts_path}")
+
+
+@task
+def down(c):
+    """Tear the whole lab down: hosts, namespaces, mounts, the bridge and the apt cache."""
+    try:
+        Lab().down()
+    except LabError as exc:
+        raise Exit(f"lab.down: {exc}") from None
+
+
+@task
+def status(c):
+    """List the lab's hosts, whether each runs, and whether the apt cache runs."""
+    lab = Lab()
+    for made_host in lab.hosts():
+        state = "running" if lab.is_running(made_host.name) else "stopped"
+        kind = "systemd" if made_host.systemd else "tini"
+        print(f"{made_host.name:<10} {made_host.address:<14} {kind:<8} {state}")
+    print(f"apt cache: {'running' if lab.aptcache_running() else 'stopped'}; hosts: {len(lab.hosts())}")
+
+
+lab = Collection("lab", up, down, status)
