@@ -147,6 +147,24 @@ def test_a_systemd_host_boots_systemd_and_reboots_through_it(lab, lab_ssh):
     assert lab.exec("sd1", "ls /root").stdout.split() == ["kept"]
 
 
+def _cgroups_named(name: str, tops: list[Path]) -> list[Path]:
+    return [Path(d) / name for top in tops for d, subdirectories, _ in os.walk(top) if name in subdirectories]
+
+
+def test_docker_runs_as_a_service_in_a_systemd_host_inside_its_own_cgroups(lab):
+    ip_forward_here = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    lab.up(["sd1"], systemd=True)
+    proxy = f"-o Acquire::http::Proxy={PROXY_URL}"
+    lab.exec("sd1", f"apt-get {proxy} update -qq && apt-get {proxy} install -y -qq docker.io")
+    lab.exec("sd1", "systemctl restart docker && systemctl is-active docker")
+    lab.exec("sd1", "mkdir -p /tmp/image && cp /usr/bin/tini-static /tmp/image/ && "
+                    "tar -C /tmp/image -c . | docker import - tiny")
+    assert "tini version" in lab.exec("sd1", "docker run --rm tiny /tini-static --version").stdout
+    host_cgroups = [top / "sd1" for top in cgroups.lab_cgroups()]
+    assert _cgroups_named("docker", host_cgroups), "docker's cgroups are in the host's own"
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == ip_forward_here
+
+
 def _lab_processes(lab) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
@@ -168,7 +186,7 @@ def test_down_leaves_no_namespace_mount_process_or_link_behind(lab, lab_hosts):
         assert str(lab.state_dir) not in Path("/proc/self/mountinfo").read_text()
         assert _lab_processes(lab) == []
         assert not lab.aptcache_running()
-        assert not any((h / cgroups.LAB_CGROUP).exists() for h in cgroups.HIERARCHIES)
+        assert cgroups.lab_cgroups() == []
         assert lab.hosts() == []
         lab.down()  # idempotent
     finally:

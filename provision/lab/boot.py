@@ -3,7 +3,6 @@
 from pathlib import Path
 from shlex import quote
 
-from provision.lab.cgroups import join_own_cgroups_script
 from provision.lab.rootfs import REBOOT_FLAG
 
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,6 +64,9 @@ mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 ro_bind "$root/proc/sys" "$root/proc/sys"
 [ ! -e "$root/proc/sysrq-trigger" ] || ro_bind "$root/proc/sysrq-trigger" "$root/proc/sysrq-trigger"
 ro_bind "$machine/boot_id" "$root/proc/sys/kernel/random/boot_id"
+# but /proc/sys/net is the host's own netns: writable, as docker's ip_forward needs.
+mount --bind "$root/proc/sys/net" "$root/proc/sys/net"
+mount -o remount,bind,rw "$root/proc/sys/net"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
 mount -t tmpfs -o mode=755,size=16m,nosuid tmpfs "$root/dev"
 {device_nodes}
@@ -84,16 +86,17 @@ exec chroot "$root" /usr/bin/env -i PATH={HOST_PATH} LANG=C.UTF-8 \\
 """
 
 
-def nspawn_boot_script(name: str, root: Path) -> str:
-    """In a fresh mount namespace: boot the host's systemd with systemd-nspawn."""
+def nspawn_boot_script(name: str, root: Path, cgroups: list[Path]) -> str:
+    """In a fresh mount namespace and the host's own cgroups: boot its systemd with systemd-nspawn."""
+    cgroup_procs = " ".join(quote(str(cgroup / "cgroup.procs")) for cgroup in cgroups)
     return f"""#!/bin/sh
 # Boot of lab host {name} with systemd (written by provision/lab/boot.py).
 set -eu
 {detach_others_script(root)}
 # nspawn keeps its state in /run; a private tmpfs keeps this machine's /run clean.
 mount -t tmpfs -o mode=755 tmpfs /run
-# nspawn runs the host in payload/ of its own cgroup: give each host one of its own.
-{join_own_cgroups_script(name)}
+# The host's own cgroups: nspawn runs it in payload/ below, docker's containers go below that.
+for procs in {cgroup_procs}; do echo $$ > "$procs"; done
 # SYSTEMD_SECCOMP=0: docker inside needs keyctl, which nspawn's filter refuses.
 exec env SYSTEMD_SECCOMP=0 systemd-nspawn --boot --register=no --keep-unit \\
     --directory={quote(str(root))} --machine={quote(name)} --hostname={quote(name)} \\

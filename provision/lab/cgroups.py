@@ -1,4 +1,4 @@
-"""Cgroups of this machine given to hosts with systemd, so that no two hosts manage the same one."""
+"""Cgroups of this machine given to each host with systemd: its services and containers stay in them."""
 
 import errno
 import os
@@ -7,21 +7,62 @@ from pathlib import Path
 
 from provision.lab.commands import LabError
 
-# The hierarchies a systemd inside a host manages: the cgroup2 root on a unified machine,
-# the named systemd hierarchy and the cgroup2 one of a hybrid or legacy machine.
-HIERARCHIES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 LAB_CGROUP = "provision-lab"
 
 
-def join_own_cgroups_script(host: str) -> str:
-    """sh lines moving the running shell into the host's own cgroup in each managed hierarchy."""
-    hierarchies = " ".join(str(h) for h in HIERARCHIES)
-    return f"""for hierarchy in {hierarchies}; do
-    if [ -f "$hierarchy/cgroup.procs" ]; then
-        mkdir -p "$hierarchy/{LAB_CGROUP}/{host}"
-        echo $$ > "$hierarchy/{LAB_CGROUP}/{host}/cgroup.procs"
-    fi
-done"""
+def _hierarchies() -> list[tuple[Path, frozenset[str]]]:
+    """Each cgroup hierarchy mounted here: its mount point and its controllers (none for v2)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        fstype, _, super_options = tail.split()[:3]
+        if fstype == "cgroup2":
+            found.append((Path(fields.split()[4]), frozenset()))
+        elif fstype == "cgroup":
+            found.append((Path(fields.split()[4]), frozenset(super_options.split(","))))
+    return found
+
+
+def _own_cgroups() -> dict[frozenset[str], str]:
+    """This process's cgroup path in each hierarchy, by that hierarchy's controllers."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        own[frozenset(controllers.split(",")) - {""}] = path
+    return own
+
+
+def host_cgroups(host: str) -> list[Path]:
+    """The host's cgroup in each hierarchy, below this process's own; created, cpusets filled.
+
+    nspawn runs the host in payload/ of the cgroups it starts in, and docker in the host
+    puts containers below: each host gets its own, and teardown removes them.
+    """
+    own = _own_cgroups()
+    cgroups = []
+    for mount, options in _hierarchies():
+        path = next((p for c, p in own.items() if (c <= options if c else not options)), None)
+        if path is None or not (mount / "cgroup.procs").exists():
+            continue
+        parent = mount / path.lstrip("/")
+        for level in (parent / LAB_CGROUP, parent / LAB_CGROUP / host):
+            level.mkdir(exist_ok=True)
+            for cpuset_file in ("cpuset.cpus", "cpuset.mems"):  # v1 cpusets start empty
+                if (level / cpuset_file).exists() and not (level / cpuset_file).read_text().strip():
+                    (level / cpuset_file).write_text((level.parent / cpuset_file).read_text())
+        cgroups.append(parent / LAB_CGROUP / host)
+    return cgroups
+
+
+def lab_cgroups() -> list[Path]:
+    """Every LAB_CGROUP directory in every hierarchy (whichever process made it)."""
+    found = []
+    for mount, _ in _hierarchies():
+        for directory, subdirectories, _ in os.walk(mount):
+            if LAB_CGROUP in subdirectories:
+                found.append(Path(directory) / LAB_CGROUP)
+                subdirectories.remove(LAB_CGROUP)
+    return found
 
 
 def _remove_tree(top: Path, timeout: float = 5) -> None:
@@ -42,11 +83,11 @@ def _remove_tree(top: Path, timeout: float = 5) -> None:
 
 def remove_host_cgroups(host: str) -> None:
     """Remove the host's cgroups (its processes must be gone)."""
-    for hierarchy in HIERARCHIES:
-        _remove_tree(hierarchy / LAB_CGROUP / host)
+    for lab_cgroup in lab_cgroups():
+        _remove_tree(lab_cgroup / host)
 
 
 def remove_all() -> None:
     """Remove every lab cgroup (all hosts' processes must be gone)."""
-    for hierarchy in HIERARCHIES:
-        _remove_tree(hierarchy / LAB_CGROUP)
+    for lab_cgroup in lab_cgroups():
+        _remove_tree(lab_cgroup)

@@ -87,8 +87,10 @@ def start(host: LabHost, machine: MachineDir) -> None:
     """Write the host's boot scripts, start its supervisor detached in its netns; return at once."""
     supervisor = boot.supervisor_script(host.name, machine.root, machine.path, host.systemd)
     (machine.path / "supervise.sh").write_text(supervisor)
-    boot_script = (boot.nspawn_boot_script(host.name, machine.root) if host.systemd
-                   else boot.tini_boot_script(host.name, machine.root, machine.path))
+    if host.systemd:
+        boot_script = boot.nspawn_boot_script(host.name, machine.root, cgroups.host_cgroups(host.name))
+    else:
+        boot_script = boot.tini_boot_script(host.name, machine.root, machine.path)
     (machine.path / "boot.sh").write_text(boot_script)
     with open(machine.console_log, "ab") as console:
         run_detached = ["setsid", "--fork", "nsenter", f"--net=/run/netns/{host.netns}",

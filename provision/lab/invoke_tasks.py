@@ -12,6 +12,8 @@ from provision.lab.packages import ensure_packages
             "systemd": "boot the hosts with systemd (for services such as docker)"})
 def up(c, hosts=3, systemd=False):
     """Bring lab hosts up on this machine and write their inventory."""
+    if hosts < 1:
+        raise Exit(f"lab.up: --hosts must be at least 1, not {hosts}")
     lab, prefix = Lab(), "labsd" if systemd else "lab"
     try:
         ensure_packages()

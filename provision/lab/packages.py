@@ -5,10 +5,10 @@ import subprocess
 
 from provision.lab.commands import LabError, run
 
-# What each package gives the lab.
+# What each package gives the lab on this machine (the hosts' own packages, tini and sshd
+# among them, come into their base root filesystems through mmdebstrap).
 LAB_APT_PACKAGES = (
     "mmdebstrap",         # builds the hosts' base root filesystems
-    "tini",               # PID 1 of a host without systemd
     "apt-cacher-ng",      # the hosts' only way to Debian packages
     "iproute2",           # bridge, network namespaces, veths (ip)
     "util-linux",         # unshare, nsenter, setsid, mount

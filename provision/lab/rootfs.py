@@ -2,6 +2,7 @@
 
 import fcntl
 import hashlib
+import inspect
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -41,19 +42,51 @@ Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 """
 
-CGROUPS_RW_UNIT = """# provision lab: nspawn mounts the cgroup v1 controllers read-only; docker needs them writable.
+WRITABLE_UNIT_NAME = "provision-lab-writable.service"
+WRITABLE_UNIT = """# provision lab: nspawn mounts the cgroup v1 controllers and /proc/sys read-only. Docker
+# writes its cgroups and net.ipv4.ip_forward, which belong to this host alone: its own
+# cgroups (provision-lab/<host> on the lab's machine) and its own network namespace.
 [Unit]
-Description=Make cgroup controllers writable (provision lab)
+Description=Writable cgroups and /proc/sys/net for docker (provision lab)
 DefaultDependencies=no
 Before=sysinit.target
 
 [Service]
 Type=oneshot
 ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$c" || true; done'
+ExecStart=/bin/sh -c 'mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net'
 
 [Install]
 WantedBy=sysinit.target
 """
+
+
+def _base_files(systemd: bool, carried_apt_options: dict[str, str]) -> tuple:
+    """(path, text, mode) of each file the lab writes into a base of this kind."""
+    files = [
+        (f"etc/sudoers.d/{SUDO_USER}", f"{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440),
+        ("etc/ssh/sshd_config.d/provision-lab.conf", SSHD_CONFIG, 0o644),
+        ("etc/apt/apt.conf.d/90provision-lab-no-pkgcache", APT_NO_PKGCACHE, 0o644),
+    ]
+    if carried_apt_options:
+        lines = "".join(f'{name} "{value}";\n' for name, value in sorted(carried_apt_options.items()))
+        files.append(("etc/apt/apt.conf.d/90provision-lab-mirror",
+                      "// provision lab: as on the lab's machine, to use the same mirror.\n" + lines, 0o644))
+    if systemd:
+        files.append((f"etc/systemd/system/{WRITABLE_UNIT_NAME}", WRITABLE_UNIT, 0o644))
+    else:
+        files.append(("usr/sbin/reboot", REBOOT_STAND_IN, 0o755))
+    return tuple(files)
+
+
+def _base_links(systemd: bool) -> tuple:
+    """(path, target) of each symlink the lab makes in a base of this kind."""
+    if not systemd:
+        return ()
+    return ((f"etc/systemd/system/sysinit.target.wants/{WRITABLE_UNIT_NAME}",
+             f"/etc/systemd/system/{WRITABLE_UNIT_NAME}"),
+            ("etc/systemd/system/apt-daily.timer", "/dev/null"),  # no surprise apt runs
+            ("etc/systemd/system/apt-daily-upgrade.timer", "/dev/null"))
 
 
 @dataclass(frozen=True)
@@ -63,7 +96,8 @@ class BaseRecipe:
     systemd: bool
     packages: tuple[str, ...]
     source_lines: tuple[str, ...]
-    carried_apt_options: tuple[tuple[str, str], ...]
+    files: tuple[tuple[str, str, int], ...]
+    links: tuple[tuple[str, str], ...]
 
     @classmethod
     def for_this_machine(cls, systemd: bool) -> "BaseRecipe":
@@ -74,11 +108,12 @@ class BaseRecipe:
             if suite.split("-")[0] == SUITE)
         if not source_lines:
             raise LabError(f"this machine's apt has no sources for Debian {SUITE}")
-        options = tuple(sorted(mirror.carried_apt_options().items()))
-        return cls(systemd, packages, source_lines, options)
+        files = _base_files(systemd, mirror.carried_apt_options())
+        return cls(systemd, packages, source_lines, files, _base_links(systemd))
 
     def digest(self) -> str:
-        recipe = repr(self) + Path(__file__).read_text()
+        """A hash of the recipe and of the steps that apply it."""
+        recipe = repr(self) + inspect.getsource(_customize)
         return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     def path(self, cache_dir: Path = CACHE_DIR) -> Path:
@@ -86,37 +121,21 @@ class BaseRecipe:
         return cache_dir / "rootfs" / f"{SUITE}-{kind}-{self.digest()}"
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(mode)
-
-
 def _customize(root: Path, recipe: BaseRecipe) -> None:
-    """Add the sudo user, sshd and apt settings, and (without systemd) the reboot stand-in."""
+    """Add the sudo user, unlock accounts for keys, drop host keys, write the recipe's files."""
     run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash",
          "--groups", "sudo", SUDO_USER], what="adding the lab's sudo user")
     for user in ("root", SUDO_USER):  # '*' rather than '!': sshd refuses keys of '!' accounts
         run(["chroot", str(root), "usermod", "--password", "*", user], what=f"unlocking {user}")
-    _write(root / "etc/sudoers.d" / SUDO_USER, f"{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
-    for key in (root / "etc/ssh").glob("ssh_host_*"):
+    for key in (root / "etc/ssh").glob("ssh_host_*"):  # each host gets its own
         key.unlink()
-    _write(root / "etc/ssh/sshd_config.d/provision-lab.conf", SSHD_CONFIG)
-    _write(root / "etc/apt/apt.conf.d/90provision-lab-no-pkgcache", APT_NO_PKGCACHE)
-    if recipe.carried_apt_options:
-        lines = "".join(f'{name} "{value}";\n' for name, value in recipe.carried_apt_options)
-        _write(root / "etc/apt/apt.conf.d/90provision-lab-mirror",
-               "// provision lab: as on the lab's machine, to use the same mirror.\n" + lines)
-    if recipe.systemd:
-        _write(root / "etc/systemd/system/provision-lab-cgroups-rw.service", CGROUPS_RW_UNIT)
-        wants = root / "etc/systemd/system/sysinit.target.wants"
-        wants.mkdir(parents=True, exist_ok=True)
-        (wants / "provision-lab-cgroups-rw.service").symlink_to(
-            "/etc/systemd/system/provision-lab-cgroups-rw.service")
-        for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):  # no surprise apt runs
-            (root / "etc/systemd/system" / timer).symlink_to("/dev/null")
-    else:
-        _write(root / "usr/sbin/reboot", REBOOT_STAND_IN, 0o755)
+    for relative, text, mode in recipe.files:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+        (root / relative).chmod(mode)
+    for relative, target in recipe.links:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).symlink_to(target)
 
 
 def _prune_unused(cache_dir: Path, keep: Path) -> None:
