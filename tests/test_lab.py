@@ -5,6 +5,7 @@ import socket
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 import yaml
 
@@ -41,6 +42,19 @@ def test_ubuntu_logs_in_with_the_lab_key_and_sudoes_without_password(lab, lab_ho
         answer = lab_ssh(name, "id -un; sudo -n id -u", user="ubuntu")
         assert answer.returncode == 0, answer.stderr
         assert answer.stdout.split() == ["ubuntu", "0"]
+
+
+def test_paramiko_logs_in_with_the_lab_key_and_strict_host_keys(lab, lab_hosts):
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(lab.known_hosts_path))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(lab.host(lab_hosts[0]).address, username="ubuntu", key_filename=str(lab.client_key),
+                       timeout=5, look_for_keys=False, allow_agent=False)
+        _, stdout, _ = client.exec_command("sudo -n hostname")
+        assert stdout.read().decode().strip() == lab_hosts[0]
+    finally:
+        client.close()
 
 
 def test_sshd_takes_keys_only(lab):

@@ -21,7 +21,8 @@ def up(c, hosts=3, systemd=False):
     except LabError as exc:
         raise Exit(f"lab.up: {exc}") from None
     for made_host in made:
-        print(f"{made_host.name:<10} {made_host.address:<14} ssh -i {lab.client_key} root@{made_host.address}")
+        login = f"ssh -i {lab.client_key} root@{made_host.address}"
+        print(f"{made_host.name:<10} {made_host.address:<14} {login}")
     print(f"inventory: {lab.inventory_path}\nknown_hosts: {lab.known_hosts_path}")
 
 

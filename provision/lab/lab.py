@@ -55,7 +55,8 @@ class Lab:
         for made in self.hosts():
             if made.name == name:
                 return made
-        raise LabError(f"the lab has no host {name!r} (hosts: {', '.join(h.name for h in self.hosts()) or 'none'})")
+        names = ", ".join(made.name for made in self.hosts()) or "none"
+        raise LabError(f"the lab has no host {name!r} (hosts: {names})")
 
     def _machine(self, name: str) -> MachineDir:
         return MachineDir(self._machines_dir / name)
@@ -222,8 +223,8 @@ class Lab:
         """SIGKILL processes whose root directory is inside state_dir (left outside any netns)."""
         for proc in Path("/proc").iterdir():
             try:
-                in_lab = proc.name.isdigit() and Path(os.readlink(proc / "root")).is_relative_to(self.state_dir)
-                if in_lab:
+                root = Path(os.readlink(proc / "root")) if proc.name.isdigit() else None
+                if root and root.is_relative_to(self.state_dir):
                     os.kill(int(proc.name), signal.SIGKILL)
             except OSError:
                 continue
