@@ -166,6 +166,8 @@ class SSHTransport:
             errors += channel.recv_stderr(65536)
         self.last_stderr = errors.decode(errors="replace")
         status = channel.recv_exit_status()
+        if self._watch.lost:
+            raise self._lost(f"link lost: no answer from sshd for {self.timeouts.keepalive_timeout:g}s")
         if status == -1:
             raise self._lost("the session ended without an exit status (sshd gone?)")
         return status
