@@ -171,21 +171,26 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
         awk = importlib.resources.files("provision").joinpath("json_merge.awk").read_text()
         parts.append(_function("prov_json_merge", f"[ -e \"$prov_run/json_merge.awk\" ] || cat > \"$prov_run/json_merge.awk\" <<'PROV_AWK'\n{awk}PROV_AWK\nawk -f \"$prov_run/json_merge.awk\" \"$@\""))
     for planned in plan.steps + plan.handlers:
+        if planned.step.control == "flush":
+            continue
         parts.append(f"# {planned.id}: {planned.label.replace(chr(10), ' ')}")
         parts.append(_function(f"s{planned.id}_check", planned.step.check))
         parts.append(_function(f"s{planned.id}_apply", planned.step.apply))
         if planned.step.path:
             parts.append(_function(f"s{planned.id}_current", _current_sh(planned)))
     main = ["prov_start"]
+    handler_calls = [f"if prov_notified {p.task.handler_key}; then prov_handler {p.id} {p.task.handler_key}; fi"
+                     for p in plan.handlers]
     for planned in plan.steps:
+        if planned.step.control == "flush":
+            main.extend(handler_calls)
+            continue
         call = f"prov_step {planned.id} {_control(planned)}"
         if planned.notify:
             notes = "; ".join(f"prov_notify {h.handler_key}" for h in planned.notify)
             call = f"if ! {call}; then {notes}; fi"
         main.append(call)
-    for planned in plan.handlers:
-        key = planned.task.handler_key
-        main.append(f"if prov_notified {key}; then prov_handler {planned.id} {key}; fi")
+    main.extend(handler_calls)
     main.append("prov_say - finished")
     parts.append(_function("prov_main", "\n".join(main)))
     parts.append(_secrets_sh(plan) if secrets_sh is None else secrets_sh)

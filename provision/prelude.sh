@@ -73,8 +73,8 @@ prov_pkg_missing() {  # NAME[=VERSION]...: print each one not installed (at that
     prov_want=${prov_spec#"$prov_name"}
     prov_want=${prov_want#=}
     prov_have=$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' "$prov_name" 2>/dev/null)
-    case $prov_have in
-      "ii "*) [ -z "$prov_want" ] || [ "${prov_have#ii }" = "$prov_want" ] || echo "$prov_spec" ;;
+    case $prov_have in  # Status-Abbrev: wanted (i, or h when held), then status i = installed
+      ?"i "*) [ -z "$prov_want" ] || [ "${prov_have#???}" = "$prov_want" ] || echo "$prov_spec" ;;
       *) echo "$prov_spec" ;;
     esac
   done
@@ -123,6 +123,14 @@ prov_apt_refresh() {  # MAX_AGE NAME[=VERSION]...: update the lists only when th
     done
   fi
   [ "$prov_need" = 1 ] || return 0
-  prov_apt update || return 1
+  if ! prov_apt update; then
+    # A broken source elsewhere (an old guide's docker.list, say) must not stop us when the
+    # lists we need did update: go on if every package asked for has a candidate now.
+    for prov_spec in "$@"; do
+      apt-cache show --no-all-versions "$prov_spec" > /dev/null 2>&1 || return 1
+    done
+    echo "provision: apt-get update reported errors (above); the packages needed here are available"
+    return 0
+  fi
   mkdir -p "$PROV_STATE" && : > "$PROV_STATE/apt-updated" && rm -f "$PROV_STATE/apt-sources-changed"
 }

@@ -10,6 +10,9 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # systemd-nspawn exits with this status when the system inside it asked to reboot.
 NSPAWN_REBOOT_STATUS = 133
 
+# A planted stand-in PCI tree (Lab.plant_gpu) is bound over /sys/bus/pci/devices at boot.
+PCI_STANDIN_DIR = "var/lib/provision-lab/pci-devices"
+
 DEVICE_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
                 "urandom": (1, 9), "tty": (5, 0)}
 
@@ -68,6 +71,7 @@ ro_bind "$machine/boot_id" "$root/proc/sys/kernel/random/boot_id"
 mount --bind "$root/proc/sys/net" "$root/proc/sys/net"
 mount -o remount,bind,rw "$root/proc/sys/net"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+[ ! -d "$root/{PCI_STANDIN_DIR}" ] || mount --bind "$root/{PCI_STANDIN_DIR}" "$root/sys/bus/pci/devices"
 mount -t tmpfs -o mode=755,size=16m,nosuid tmpfs "$root/dev"
 {device_nodes}
 ln -s /proc/self/fd "$root/dev/fd"
@@ -97,8 +101,12 @@ set -eu
 mount -t tmpfs -o mode=755 tmpfs /run
 # The host's own cgroups: nspawn runs it in payload/ below, docker's containers go below that.
 for procs in {cgroup_procs}; do echo $$ > "$procs"; done
+# A planted stand-in PCI tree (GPUs) replaces the machine's.
+pci=""
+[ ! -d {quote(str(root))}/{PCI_STANDIN_DIR} ] || pci="--bind-ro={quote(str(root))}/{PCI_STANDIN_DIR}:/sys/bus/pci/devices"
 # SYSTEMD_SECCOMP=0: docker inside needs keyctl, which nspawn's filter refuses.
-exec env SYSTEMD_SECCOMP=0 systemd-nspawn --boot --register=no --keep-unit \\
+# shellcheck disable=SC2086
+exec env SYSTEMD_SECCOMP=0 systemd-nspawn --boot --register=no --keep-unit $pci \\
     --directory={quote(str(root))} --machine={quote(name)} --hostname={quote(name)} \\
     --capability=CAP_NET_ADMIN --console=read-only --link-journal=no \\
     --resolv-conf=off --timezone=off

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from provision.lab import (aptcache, cgroups, faults, host, inventory, keys, lock, mounts, network,
                            rootfs, settings)
+from provision.lab import registry
+from provision.lab.boot import PCI_STANDIN_DIR
 from provision.lab.commands import LabError
 from provision.lab.host import LabHost, MachineDir
 from provision.lab.state import HostRecord, LabState
@@ -41,6 +43,7 @@ class Lab:
         self._state_path = self.state_dir / "state.json"
         self._aptcache_dir = self.state_dir / "aptcache"
         self._machines_dir = self.state_dir / "machines"
+        self._registry_dir = self.state_dir / "registry"
         self._holding_lock = False
 
     # -- what exists ---------------------------------------------------------------------
@@ -191,6 +194,25 @@ class Lab:
 
     # -- tearing down ---------------------------------------------------------------------
 
+    def registry(self, users: dict[str, str]) -> str:
+        """Start the lab's container registry (password logins for `users`); returns host:port."""
+        _require_root()
+        return registry.start(self._registry_dir, users)
+
+    def plant_gpu(self, name: str, devices: list[tuple[str, str, str]]) -> None:
+        """A stand-in for GPUs: a PCI device tree the host sees at /sys/bus/pci/devices from its next boot.
+
+        devices: (slot, "vendor:device", class), e.g. ("0000:00:1e.0", "10de:1db1", "0x030200").
+        """
+        tree = self.rootfs(name) / PCI_STANDIN_DIR
+        shutil.rmtree(tree, ignore_errors=True)
+        for slot, pci_id, pci_class in devices:
+            vendor, device = pci_id.split(":")
+            (tree / slot).mkdir(parents=True)
+            (tree / slot / "vendor").write_text(f"0x{vendor}\n")
+            (tree / slot / "device").write_text(f"0x{device}\n")
+            (tree / slot / "class").write_text(f"{pci_class}\n")
+
     def down(self) -> None:
         """Tear the whole lab down, even after a crash: no netns, mount or process is left.
 
@@ -209,6 +231,7 @@ class Lab:
         self._kill_processes_rooted_in_lab()
         cgroups.remove_all()
         aptcache.stop(self._aptcache_dir)
+        registry.stop(self._registry_dir)
         mounts.unmount_below(self.state_dir)
         left = mounts.mounts_below(self.state_dir)
         if left:

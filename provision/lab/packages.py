@@ -15,6 +15,8 @@ LAB_APT_PACKAGES = (
     "openssh-client",     # ssh-keygen for lab keys; ssh for tests
     "systemd-container",  # systemd-nspawn for hosts booted with systemd
     "ca-certificates",    # mmdebstrap fetching from https mirrors
+    "docker-registry",    # the lab's container registry (stands in for nvcr.io and others)
+    "apache2-utils",      # htpasswd -B for the registry's password logins
 )
 
 

@@ -48,7 +48,7 @@ def apt_packages(args: dict, ctx: OpContext) -> Step:
     if args["hold"]:
         held = f'[ -z "$(prov_pkg_unheld {sh_join(names)})" ]'
         check = f"{check} && {held}"
-        apply = f"{apply}\napt-mark hold {sh_join(names)} > /dev/null"
+        apply = f"{apply}\napt-mark hold {sh_join(names)} > /dev/null || exit 1"
     return Step(
         check=check,
         apply=apply,
