@@ -1,0 +1,47 @@
+"""Facts, preflight and the nvidia-smi check run through the local transport, as on a GPU workstation."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from provision import cli
+from provision.connection import Timeouts
+from provision.gpu.nvidia_smi import NVIDIA_SMI_QUERY, SmiFailure, parse_query
+from provision.facts import FACTS_SCRIPT
+from tests.helpers import write
+
+
+def local_inventory(tmp_path):
+    write(tmp_path / "hosts" / "inventory.yml", "all:\n  hosts:\n    here: {connection: local}\n")
+    return tmp_path / "hosts"
+
+
+def test_facts_of_this_machine_through_the_local_transport(tmp_path):
+    facts = cli.facts(local_inventory(tmp_path), "here", False, Timeouts())
+    assert facts["kernel"] and facts["arch"] and facts["boot_id"]
+    assert facts["os_id"] in ("debian", "ubuntu")
+    assert isinstance(facts["gpus"], list)
+    assert all(gpu["pci_id"].startswith("10de:") for gpu in facts["gpus"])
+
+
+def test_preflight_of_this_machine_decides_from_its_real_gpus(tmp_path):
+    facts, decision = cli.preflight(local_inventory(tmp_path), "here", {}, False, Timeouts())
+    if facts["gpus"]:
+        assert decision.driver_branch.value and decision.driver_flavour.value in ("open", "proprietary")
+    else:
+        assert decision.gpus == () and decision.driver_branch.value is None
+
+
+def test_the_verify_query_runs_here_when_nvidia_smi_exists():
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        pytest.skip("no nvidia-smi on this machine: run on a GPU machine to check the query against a real driver")
+    run = subprocess.run(NVIDIA_SMI_QUERY, shell=True, capture_output=True, text=True)
+    report = parse_query(run.stdout + run.stderr)
+    assert isinstance(report, SmiFailure) or report.gpus
+
+
+def test_facts_script_reads_only_sysfs_for_gpus():
+    assert "lspci" not in FACTS_SCRIPT and "/sys/bus/pci/devices" in FACTS_SCRIPT
