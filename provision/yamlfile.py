@@ -47,6 +47,11 @@ def load_yaml(path: Path, error: type[Exception]):
         text = path.read_text()
     except OSError as exc:
         raise error(f"{name}: cannot read: {exc.strerror}") from None
+    return parse_yaml(text, name, error)
+
+
+def parse_yaml(text: str, name: str, error: type[Exception]):
+    """Parse YAML text whose mappings are `Located`; a syntax error names `name`, line and column."""
     loader = _LineLoader(text)
     loader.name = name
     try:

@@ -8,9 +8,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from provision.errors import ProvisionError
+from provision.yamlfile import parse_yaml
 
 TABLE_NAME = "provision/data/gpu_compat.yml"
 
@@ -160,19 +160,6 @@ _OPTIONAL = {"checked": _flag}
 _POLICY = {"minimum_cuda": _text(*_VERSION), "current_branch": _integer, "source": _text()}
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings remember their 1-based line under the key '__line__'."""
-
-
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
-
-
 def _rows(document: dict[str, Any], section: str, name: str) -> list[dict[str, Any]]:
     """The rows of one section, each checked against its fields; raises naming the bad row."""
     rows = document.get(section)
@@ -182,11 +169,11 @@ def _rows(document: dict[str, Any], section: str, name: str) -> list[dict[str, A
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise CompatTableError(f"{name}: {section} row {number}: is not a mapping")
-        where = f"{name}:{row['__line__']}: {section} row {number}"
+        where = f"{name}:{row.line}: {section} row {number}"
         key = next((str(row[k]) for k in ("pci_id", "name", "type", "tag", "cuda", "cuda_major") if k in row), None)
         if key is not None:
             where += f" ({key})"
-        unknown = sorted(set(row) - set(fields) - set(_OPTIONAL) - {"__line__"})
+        unknown = sorted(set(row) - set(fields) - set(_OPTIONAL))
         if unknown:
             raise CompatTableError(f"{where}: unknown field(s) {', '.join(unknown)}")
         for field, check in fields.items():
@@ -221,10 +208,7 @@ def load_table(path: Path | None = None) -> CompatTable:
         name = TABLE_NAME
     else:
         text, name = Path(path).read_text(), str(path)
-    try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise CompatTableError(f"{name}: not valid YAML: {exc}") from None
+    document = parse_yaml(text, name, CompatTableError)
     if not isinstance(document, dict):
         raise CompatTableError(f"{name}: expected a mapping of sections")
     policy = document.get("policy")
@@ -233,7 +217,7 @@ def load_table(path: Path | None = None) -> CompatTable:
     for field, check in _POLICY.items():
         complaint = check(policy.get(field)) if field in policy else "is missing"
         if complaint:
-            raise CompatTableError(f"{name}:{policy['__line__']}: policy '{field}' {complaint}")
+            raise CompatTableError(f"{name}:{policy.line}: policy '{field}' {complaint}")
 
     arch_rows = _rows(document, "architectures", name)
     _unique(arch_rows, "name")
