@@ -150,7 +150,8 @@ def _current_sh(planned: PlannedStep) -> str:
     return "\n".join(lines)
 
 
-def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_sh: str | None = None) -> str:
+def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_sh: str | None = None,
+                  userdata: bool = False) -> str:
     """The whole run as one POSIX sh script; nothing runs until its last line is read.
 
     `secrets_sh` sets the secrets' shell variables; by default their values travel in the script.
@@ -164,6 +165,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
         "# shellcheck disable=SC2317,SC2016,SC2043",
         f"PROV_CHECK={int(check)}",
         f"PROV_DIFF={int(diff)}",
+        f"PROV_USERDATA={int(userdata)}",
         f"PROV_APT_LOCK_TIMEOUT={plan.apt_lock_timeout}",
         prelude,
     ]

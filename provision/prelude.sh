@@ -51,7 +51,8 @@ prov_step() {  # ID CONTROL: check; then (unless check mode) apply, check again,
     prov_say "$1 failed 0 applied, but its check still fails"; prov_log_tail "$1" "$prov_run/out"; exit 1
   fi
   prov_say "$1 changed"
-  if [ "$2" = reconnect ]; then exit 0; fi
+  # Over SSH the controller reconnects so the new login has the group; user-data runs as root.
+  if [ "$2" = reconnect ] && [ "$PROV_USERDATA" = 0 ]; then exit 0; fi
   return 10
 }
 

@@ -174,7 +174,7 @@ def build_userdata(roles: list[Role], host: Host, extra: dict[str, Any], fmt: st
         raise UserDataError(f"--format must be mime or shell, got {fmt!r}")
     facts = declared_facts(host)
     plan = plan_host(roles, host, extra, facts, secrets_at_boot=True)
-    script = render_script(plan, secrets_sh=_secrets_at_boot(plan, embed_secrets))
+    script = render_script(plan, secrets_sh=_secrets_at_boot(plan, embed_secrets), userdata=True)
     shell = _wrapper(script, facts, host.name)
     body = shell.encode() if fmt == "shell" else gzip.compress(_mime(shell), mtime=0)
     return UserData(body, fmt, len(script.encode()), plan)

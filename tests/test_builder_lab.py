@@ -1,14 +1,8 @@
-"""The whole GPU build-host stack on a lab host with systemd, against the lab's stand-in vendor repos.
-
-Stand-ins (tests/standins/): Docker's, NVIDIA's and Apptainer's repositories serve packages of the
-vendors' names; a planted PCI tree plays a Tesla V100; the lab registry plays nvcr.io, its login
-the NGC key. The roles see only their URLs differ.
-"""
+"""The whole GPU build-host stack on a lab host with systemd, against the lab's stand-ins (tests/labstack.py)."""
 from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -18,63 +12,29 @@ from rich.console import Console
 from provision import cli
 from provision.runner import RunOptions
 from tests.helpers import PROJECT, write
-from tests.standins import build_standin_repos, ensure_packages, lab_url, serve
+from tests.labstack import BUILDER_ROLES, Stack
 
 pytestmark = pytest.mark.lab
 PLANTED = "nvapi-PLANTED-7f3a9c-never-shown"
 HOST = "gpu1"
-BUILDER = "base,helper_tools,nvidia_driver,docker_ce,nvidia_container_toolkit,apptainer,ngc_login,verify"
+BUILDER = ",".join(BUILDER_ROLES)
 TOOLKIT = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1"]
-REPOS_DIR = Path("/var/cache/provision-lab/standin-repos")
 
 
 @pytest.fixture(scope="module")
 def builder(lab, tmp_path_factory, monkeypatch_module):
-    ensure_packages()
-    repos = build_standin_repos(REPOS_DIR)
-    base = repos.base_url
-    server = serve(REPOS_DIR)
-    registry = lab.registry({"$oauthtoken": PLANTED})
     monkeypatch_module.setenv("NGC_API_KEY", PLANTED)
-    lab.up([HOST], systemd=True)
-    lab.plant_gpu(HOST, [("0000:00:1e.0", "10de:1db1", "0x030200")])
+    stack = Stack(lab, PLANTED)
+    stack.make_gpu_host(HOST)
     root = lab.rootfs(HOST)
-    # The machine as it was before the tool: Ubuntu's archive (route A's stand-in) among its
-    # sources, a daemon.json setting of the user's, and a docker.list from an old install guide.
-    archive_key = "/usr/share/keyrings/lab-ubuntu-archive.asc"
-    write(root / archive_key.lstrip("/"), repos.ubuntu_archive.key_file.read_text())
-    write(root / "etc/apt/sources.list.d/ubuntu-archive.list", repos.ubuntu_archive.sources[0].one_line(base, archive_key))
+    # The machine as it was before the tool: a daemon.json setting of the user's, and a
+    # docker.list with another key, left by an old install guide.
     write(root / "etc/docker/daemon.json", '{"log-level": "warn"}\n')
-    write(root / "etc/apt/keyrings/docker.gpg", repos.apptainer.key_file.read_text())
+    write(root / "etc/apt/keyrings/docker.gpg", stack.repos.apptainer.key_file.read_text())
     write(root / "etc/apt/sources.list.d/docker.list",
-          f"deb [signed-by=/etc/apt/keyrings/docker.gpg] {repos.docker.url(base)} bookworm stable\n")
-    lab.stop(HOST)
-    lab.start(HOST)
-    directory = tmp_path_factory.mktemp("builder") / "hosts"
-    variables = {
-        "ssh_key": str(lab.client_key),
-        "base_apt_proxy": "http://10.200.0.1:3142",
-        "base_apt_proxy_direct": ["10.200.0.1"],
-        "docker_ce_repo_url": repos.docker.url(base),
-        "docker_ce_key_url": repos.docker.key_url(base),
-        "docker_ce_daemon_settings": {"storage-driver": "vfs", "insecure-registries": [registry]},
-        "nvidia_container_toolkit_repo_url": lab_url("https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)", base),
-        "nvidia_container_toolkit_key_url": repos.nvidia_container_toolkit.key_url(base),
-        "apptainer_ppa_url": repos.apptainer.url(base),
-        "apptainer_ppa_key_url": repos.apptainer.key_url(base),
-        "nvidia_driver_kernel_headers": False,  # stand-in gap: no headers package for this machine's kernel
-        "verify_docker": False,  # stand-in gap: the runtime hook injects no nvidia-smi into containers
-        "verify_apptainer": False,
-        "ngc_login_registry": registry,
-        "ngc_login_api_key": {"secret_env": "NGC_API_KEY"},
-    }
-    write(directory / "inventory.yml", json.dumps({"all": {"vars": variables, "hosts": {
-        HOST: {"ansible_host": lab.host(HOST).address, "ansible_user": "ubuntu"}}}}, indent=2))
-    address = lab.host(HOST).address
-    (directory / "known_hosts").write_text(
-        "".join(l + "\n" for l in lab.known_hosts_path.read_text().splitlines() if address in l.split()[0]))
-    yield directory
-    server.stop()
+          f"deb [signed-by=/etc/apt/keyrings/docker.gpg] {stack.repos.docker.url(stack.repos.base_url)} bookworm stable\n")
+    yield stack.inventory(tmp_path_factory.mktemp("builder"), {HOST: {}})
+    stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +75,8 @@ def test_builder_stack_converges_rebooting_once_and_never_shows_the_key(lab, bui
         watcher.join()
     assert result.status == "changed", result.error + console
     assert result.reboots == 1 and sh(lab, "cat /proc/sys/kernel/random/boot_id") != boot_before
-    assert result.reconnects == 1, "the docker group arrived, and the run went on over a new login"
+    assert result.reconnects == 1, ("the docker group arrived, and the run went on over a new login",
+                                    [(s.task, s.status) for s in result.steps if s.role == "docker_ce"])
     assert sh(lab, "systemctl is-active docker").strip() == "active"
     daemon = json.loads(sh(lab, "cat /etc/docker/daemon.json"))
     assert daemon["log-level"] == "warn", "the user's own setting survives"
