@@ -40,7 +40,7 @@ def _fail(exc: ProvisionError) -> Exit:
     },
 )
 def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=10,
-              inventory=INVENTORY, accept_new=False, connect_timeout=15.0):
+              inventory=INVENTORY, accept_new=False, connect_timeout=15):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
     try:
         options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
@@ -83,7 +83,7 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     "embed_secrets": "put secret values in the user-data (readable on the instance); default: read them at boot from SSM",
     "extra": "variable key=value (value read as YAML); repeatable",
     "inventory": "inventory directory or file (default hosts/)"})
-def userdata(c, host, roles=None, output=None, format="mime", embed_secrets=False, extra=None, inventory=INVENTORY):
+def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_secrets=False, inventory=INVENTORY):
     """Render EC2 user-data that makes a fresh instance the same host `provision` makes over SSH."""
     try:
         data = cli.userdata(Path(inventory), host, roles, cli.parse_extra(extra), format, embed_secrets)
