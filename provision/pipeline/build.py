@@ -1,0 +1,49 @@
+"""invoke build: render the recipe's context here, upload what changed to the builder, docker build there."""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Callable
+
+from provision.ops.base import q
+from provision.pipeline.recipes import Recipe, digest, render_context
+from provision.pipeline.registry import login_sh, registry_of
+from provision.pipeline.remote import Remote
+
+BUILD_ROOT = "$HOME/provision-build"
+
+
+@dataclass
+class BuildResult:
+    image: str
+    uploaded: list[str]
+    removed: list[str]
+
+
+def context_dir(recipe: Recipe) -> str:
+    return f"{BUILD_ROOT}/{recipe.name}"
+
+
+def build(recipe: Recipe, remote: Remote, on_line: Callable[[str], None] | None = None) -> BuildResult:
+    """Build recipe's image on the builder: two round trips (compare hashes; upload the changes and build)."""
+    context = render_context(recipe)
+    directory = context_dir(recipe)
+    listing = remote.run("listing the build context",
+                         f'cd "{directory}" 2>/dev/null && find . -type f -exec sha256sum {{}} + ; true')
+    there = {}
+    for line in listing:
+        hash_, _, path = line.partition("  ")
+        if path.startswith("./"):
+            there[path[2:]] = hash_
+    changed = [path for path, content in context.items() if there.get(path) != digest(content)]
+    stale = [path for path in there if path not in context]
+    login, secrets = login_sh(registry_of(recipe.values["base"]), remote)
+    script = [login, f'mkdir -p "{directory}" && cd "{directory}" || exit 1']
+    script += [f"rm -f {q(path)}" for path in stale]
+    for path in changed:
+        encoded = base64.encodebytes(context[path]).decode()
+        script.append(f"mkdir -p \"$(dirname {q(path)})\" && base64 -d > {q(path)} <<'PROV_EOF'\n{encoded}PROV_EOF")
+    script.append(f"echo '== provision: docker build {recipe.image} ({len(changed)} file(s) uploaded)'")
+    script.append(f"exec docker build --platform {q(recipe.platform)} -t {q(recipe.image)} . 2>&1")
+    remote.run(f"docker build {recipe.image}", "\n".join(filter(None, script)) + "\n", on_line, secrets)
+    return BuildResult(recipe.image, changed, stale)

@@ -1,0 +1,84 @@
+"""Image recipes (images/NAME/recipe.yml + templates): validated, preflighted, rendered to a build context."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provision.errors import ProvisionError
+from provision.gpu.images import check_image_for_gpus
+from provision.templating import make_environment, render_file
+from provision.yamlfile import display_path, load_yaml
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent.parent / "images"
+FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "python_packages": list,
+          "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str}
+REQUIRED = ("name", "tag", "base", "gpu_architectures")
+
+
+class RecipeError(ProvisionError):
+    """A recipe that is malformed, names a missing file, or targets GPUs its base image cannot run on."""
+
+
+@dataclass
+class Recipe:
+    name: str
+    directory: Path
+    values: dict[str, Any]
+
+    @property
+    def image(self) -> str:
+        return f"{self.values['name']}:{self.values['tag']}"
+
+    @property
+    def platform(self) -> str:
+        return self.values.get("platform", "linux/amd64")
+
+
+def load_recipe(name: str, images_dir: Path = IMAGES_DIR, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe images/NAME/recipe.yml with its defaults; refused if malformed or if its base cannot run on its GPUs."""
+    directory = Path(images_dir) / name
+    file = directory / "recipe.yml"
+    if not file.exists():
+        known = sorted(p.name for p in Path(images_dir).iterdir() if (p / "recipe.yml").exists())
+        raise RecipeError(f"no recipe {name!r} in {display_path(Path(images_dir))}/; recipes: {', '.join(known)}")
+    data = load_yaml(file, RecipeError)
+    where = display_path(file)
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}:1: a recipe is a mapping")
+    values = {"platform": "linux/amd64", "python_packages": [], "files": {}, "ports": [], "start": "", **data,
+              **(overrides or {})}
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise RecipeError(f"{where}: unknown field {key!r} (fields: {', '.join(sorted(FIELDS))})")
+        if not isinstance(value, FIELDS[key]):
+            raise RecipeError(f"{where}: {key} must be a {FIELDS[key].__name__}, got {value!r}")
+    for key in REQUIRED:
+        if not values.get(key):
+            raise RecipeError(f"{where}: missing {key}")
+    for src in values["files"]:
+        if not (directory / src).is_file():
+            raise RecipeError(f"{where}: files: {src} does not exist in {display_path(directory)}/")
+    check_image_for_gpus(values["base"], values["gpu_architectures"])
+    return Recipe(name, directory, values)
+
+
+def render_context(recipe: Recipe) -> dict[str, bytes]:
+    """The build context: rendered Dockerfile (and Apptainer definition) plus the recipe's files."""
+    env = make_environment([recipe.directory])
+    where = f"recipe {recipe.name}"
+    shown = display_path(recipe.directory)
+    context: dict[str, bytes] = {}
+    for template, target in (("Dockerfile.j2", "Dockerfile"), ("apptainer.def.j2", "apptainer.def")):
+        if (recipe.directory / template).exists():
+            context[target] = render_file(env, template, recipe.values, where, shown).encode()
+    if "Dockerfile" not in context:
+        raise RecipeError(f"{shown}/: no Dockerfile.j2 to build from")
+    for src in recipe.values["files"]:
+        context[src] = (recipe.directory / src).read_bytes()
+    return context
+
+
+def digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()

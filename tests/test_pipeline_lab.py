@@ -1,0 +1,105 @@
+"""Build, push and SIF on a real lab builder: Debian's docker engine, the lab registry, Apptainer's stand-in."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.request
+
+import pytest
+from rich.console import Console
+
+from provision import cli
+from provision.pipeline.build import build
+from provision.pipeline.recipes import load_recipe
+from provision.pipeline.registry import push
+from provision.pipeline.remote import Remote
+from provision.pipeline.sif import build_sif
+from provision.runner import RunOptions
+from tests.helpers import PROJECT, write
+from tests.labstack import Stack
+
+pytestmark = pytest.mark.lab
+BUILDER = "pipebuild1"
+NGC = "nvapi-unused-in-this-test"
+REGISTRY_PASSWORD = "lab-registry-pw-93b1"
+PROXY = "-o Acquire::http::Proxy=http://10.200.0.1:3142 -o Acquire::http::Proxy::10.200.0.1=DIRECT"
+
+
+@pytest.fixture(scope="module")
+def builder(lab, tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("NGC_API_KEY", NGC)
+    patch.setenv("LAB_REGISTRY_PASSWORD", REGISTRY_PASSWORD)
+    stack = Stack(lab, NGC)
+    registry = lab.registry({"$oauthtoken": NGC, "builder": REGISTRY_PASSWORD})
+    lab.up([BUILDER], systemd=True)
+    directory = stack.inventory(tmp_path_factory.mktemp("pipeline") / "hosts", {BUILDER: {
+        "registry_logins": {registry: {"username": "builder", "password": {"secret_env": "LAB_REGISTRY_PASSWORD"}}}}})
+    provisioned = cli.provision(directory, BUILDER, None, "base,docker_ce,apptainer", RunOptions(), None,
+                                Console(file=io.StringIO()), PROJECT / "roles")[BUILDER]
+    assert provisioned.status == "changed", provisioned.error
+    # The lab's base image: no public registry is reachable, so the lab makes one (busybox) and pushes it.
+    lab.exec(BUILDER, f"apt-get {PROXY} install -y -qq busybox-static > /dev/null && mkdir -p /tmp/base/bin "
+             "&& cp /bin/busybox /tmp/base/bin/ && chroot /tmp/base /bin/busybox --install -s /bin "
+             f"&& tar -C /tmp/base -c . | docker import - {registry}/lab/base:1 > /dev/null "
+             f"&& printf '%s' {REGISTRY_PASSWORD!r} | docker login {registry} -u builder --password-stdin > /dev/null "
+             f"&& docker push {registry}/lab/base:1 > /dev/null && docker rmi {registry}/lab/base:1 > /dev/null "
+             "&& docker logout " + registry + " > /dev/null")
+    images = tmp_path_factory.mktemp("images")
+    write(images / "labapp" / "recipe.yml", f"""
+        name: labapp
+        tag: "1"
+        base: {registry}/lab/base:1
+        gpu_architectures: [volta]
+        files: {{hello.sh: /usr/local/bin/hello}}
+        start: hello
+    """)
+    write(images / "labapp" / "hello.sh", "#!/bin/sh\necho hello from labapp\n")
+    write(images / "labapp" / "Dockerfile.j2", """
+        FROM {{ base }}
+        {% for src, dest in files.items() %}
+        COPY {{ src }} {{ dest }}
+        {% endfor %}
+        RUN chmod 755 /usr/local/bin/hello
+        CMD ["sh", "-c", {{ start | tojson }}]
+    """)
+    yield {"inventory": directory, "images": images, "registry": registry}
+    stack.stop()
+    patch.undo()
+
+
+def test_build_uploads_only_what_changed_and_builds_with_docker(lab, builder):
+    recipe = load_recipe("labapp", builder["images"])
+    lines: list[str] = []
+    with Remote(builder["inventory"], BUILDER) as remote:
+        first = build(recipe, remote, lines.append)
+        again = build(recipe, remote)
+    assert sorted(first.uploaded) == ["Dockerfile", "hello.sh"]
+    assert again.uploaded == [] and again.removed == []
+    assert any("Successfully tagged labapp:1" in line or "naming to docker.io/library/labapp:1" in line for line in lines)
+    assert lab.exec(BUILDER, "docker run --rm labapp:1").stdout.strip() == "hello from labapp"
+
+
+def test_push_logs_in_with_the_password_on_stdin_and_the_registry_has_the_image(lab, builder):
+    recipe = load_recipe("labapp", builder["images"])
+    lines: list[str] = []
+    with Remote(builder["inventory"], BUILDER) as remote:
+        build(recipe, remote)
+        target = push(recipe, remote, builder["registry"], lines.append)
+    assert target == f"{builder['registry']}/labapp:1"
+    request = urllib.request.Request(f"http://{builder['registry']}/v2/labapp/tags/list")
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"builder:{REGISTRY_PASSWORD}".encode()).decode())
+    assert json.load(urllib.request.urlopen(request, timeout=10))["tags"] == ["1"]
+    assert not any(REGISTRY_PASSWORD in line for line in lines)
+
+
+def test_sif_is_a_genuine_sif_that_runs_the_image(lab, builder):
+    recipe = load_recipe("labapp", builder["images"])
+    with Remote(builder["inventory"], BUILDER) as remote:
+        build(recipe, remote)
+        path = build_sif(recipe, remote)
+    assert path == "/home/ubuntu/provision-build/labapp.sif"
+    listing = lab.exec(BUILDER, f"siftool list {path}").stdout
+    assert "Squashfs" in listing
+    assert lab.exec(BUILDER, f"su ubuntu -c 'apptainer exec {path} hello'").stdout.strip() == "hello from labapp"
