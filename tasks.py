@@ -12,7 +12,14 @@ from provision.connection import Timeouts
 from provision.errors import ProvisionError
 from provision.gpu.report import format_decision
 from provision.lab.invoke_tasks import lab
+from provision.pipeline.build import build as image_build
+from provision.pipeline.chain import run_pipeline
+from provision.pipeline.recipes import IMAGES_DIR, load_recipe
+from provision.pipeline.registry import push as image_push
+from provision.pipeline.remote import Remote
+from provision.pipeline.sif import build_sif
 from provision.runner import RunOptions
+from provision.ship import ship
 
 INVENTORY = "hosts"
 console = Console(highlight=False, soft_wrap=True)
@@ -95,4 +102,65 @@ def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_
                   f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
 
 
-namespace = Collection(provision, facts, preflight, userdata, lab)
+def _lines(line: str) -> None:
+    console.print(line, markup=False, highlight=False)
+
+
+def _recipe_task(body):
+    try:
+        return body()
+    except ProvisionError as exc:
+        raise _fail(exc) from None
+
+
+@task(help={"name": "recipe in images/NAME/", "on": "builder host from the inventory", "inventory": "inventory directory"})
+def build(c, name, on, inventory=INVENTORY):
+    """Render images/NAME/ here, upload what changed to the builder and docker build there (log streamed)."""
+    def body():
+        with Remote(Path(inventory), on) as remote:
+            result = image_build(load_recipe(name), remote, _lines)
+        console.print(f"built {result.image} on {on} ({len(result.uploaded)} file(s) uploaded)")
+    _recipe_task(body)
+
+
+@task(help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
+            "registry": "registry host (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com, nvcr.io/ORG, HOST:PORT)",
+            "inventory": "inventory directory"})
+def push(c, name, on, registry=None, inventory=INVENTORY):
+    """Tag and push a built image; logins take the password on stdin (registry_logins of the builder)."""
+    def body():
+        recipe = load_recipe(name)
+        target = registry or recipe.values.get("registry")
+        if not target:
+            raise ProvisionError(f"push {name}: name a registry (--registry) or set registry: in images/{name}/recipe.yml")
+        with Remote(Path(inventory), on) as remote:
+            console.print(f"pushed {image_push(recipe, remote, target, _lines)}")
+    _recipe_task(body)
+
+
+@task(help={"name": "recipe in images/NAME/", "on": "builder host", "from_registry": "build from this registry (docker://) instead of the docker daemon",
+            "inventory": "inventory directory"})
+def sif(c, name, on, from_registry=None, inventory=INVENTORY):
+    """Build ~/provision-build/NAME.sif on the builder with apptainer (room checked first)."""
+    def body():
+        with Remote(Path(inventory), on) as remote:
+            console.print(f"built {on}:{build_sif(load_recipe(name), remote, from_registry, _lines)}")
+    _recipe_task(body)
+
+
+@task(name="ship", help={"file": "a local file, or BUILDER:PATH to stream from a builder", "host": "destination host",
+                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory"})
+def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
+    """Carry a file (a .sif) to a host through its bastion: resumable, sha256-verified, renamed only when whole."""
+    console.print(_recipe_task(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
+
+
+@task(help={"name": "recipe in images/NAME/", "builder": "builder host", "to": "cluster host to ship the SIF to",
+            "registry": "also push to this registry", "inventory": "inventory directory"})
+def pipeline(c, name, builder, to=None, registry=None, inventory=INVENTORY):
+    """build -> push -> sif -> ship, stopping at the first failure with what to run next."""
+    result = _recipe_task(lambda: run_pipeline(name, builder, to, Path(inventory), registry, IMAGES_DIR, _lines, console))
+    console.print(f"pipeline {name}: {', '.join(result.stages)} done" + (f"; {result.shipped}" if result.shipped else ""))
+
+
+namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, lab)

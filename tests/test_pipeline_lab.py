@@ -103,3 +103,43 @@ def test_sif_is_a_genuine_sif_that_runs_the_image(lab, builder):
     listing = lab.exec(BUILDER, f"siftool list {path}").stdout
     assert "Squashfs" in listing
     assert lab.exec(BUILDER, f"su ubuntu -c 'apptainer exec {path} hello'").stdout.strip() == "hello from labapp"
+
+
+def test_pipeline_builds_pushes_makes_the_sif_and_ships_it_through_the_bastion(lab, builder, tmp_path):
+    from provision.pipeline.chain import PipelineError, run_pipeline
+    from tests.helpers import write as write_file
+
+    lab.up(["pipegw1", "pipehpc1"])
+    gateway = lab.host("pipegw1").address
+    lab.exec("pipehpc1", "mkdir -p /home/ubuntu/containers /home/ubuntu/tiny && chown ubuntu: /home/ubuntu/containers /home/ubuntu/tiny "
+             "&& mount -t tmpfs -o size=64k tmpfs /home/ubuntu/tiny && chmod 777 /home/ubuntu/tiny")
+    inventory = builder["inventory"]
+    text = (inventory / "inventory.yml").read_text()
+    data = json.loads(text)
+    data["all"]["hosts"]["pipegw1"] = {"ansible_host": gateway, "ansible_user": "root"}
+    data["all"]["hosts"]["pipehpc1"] = {"ansible_host": lab.host("pipehpc1").address, "ansible_user": "ubuntu",
+                                        "gateway": "pipegw1", "sif_dir": "/home/ubuntu/containers"}
+    write_file(tmp_path / "hosts" / "inventory.yml", json.dumps(data))
+    keys = [l for l in lab.known_hosts_path.read_text().splitlines()
+            if l.split()[0] in {gateway, lab.host("pipehpc1").address}]
+    (tmp_path / "hosts" / "known_hosts").write_text((inventory / "known_hosts").read_text() + "\n".join(keys) + "\n")
+    lab.exec("pipehpc1", f"command -v iptables > /dev/null || true")
+    import subprocess
+    subprocess.run(["ip", "netns", "exec", lab.host("pipehpc1").netns, "iptables", "-A", "INPUT", "-p", "tcp",
+                    "--dport", "22", "!", "-s", gateway, "-j", "DROP"], check=True)
+
+    result = run_pipeline("labapp", BUILDER, "pipehpc1", tmp_path / "hosts", builder["registry"], builder["images"],
+                          lambda line: None, Console(file=io.StringIO()))
+    assert result.stages == ["build", "push", "sif", "ship"]
+    there = lab.exec("pipehpc1", "sha256sum /home/ubuntu/containers/labapp.sif").stdout.split()[0]
+    here = lab.exec(BUILDER, "sha256sum /home/ubuntu/provision-build/labapp.sif").stdout.split()[0]
+    assert there == here
+
+    data["all"]["hosts"]["pipehpc1"]["sif_dir"] = "/home/ubuntu/tiny"
+    write_file(tmp_path / "hosts" / "inventory.yml", json.dumps(data))
+    with pytest.raises(PipelineError) as failed:
+        run_pipeline("labapp", BUILDER, "pipehpc1", tmp_path / "hosts", None, builder["images"], lambda line: None,
+                     Console(file=io.StringIO()))
+    message = str(failed.value)
+    assert "ship failed (done: build, sif)" in message and "free" in message
+    assert "next: then: invoke ship pipebuild1:~/provision-build/labapp.sif pipehpc1" in message

@@ -1,0 +1,62 @@
+"""invoke pipeline: build, push, sif and ship in order, stopping at the first failure with what to do next."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from provision.errors import ProvisionError
+from provision.pipeline.build import build
+from provision.pipeline.recipes import load_recipe
+from provision.pipeline.registry import push
+from provision.pipeline.remote import Remote
+from provision.pipeline.sif import build_sif
+from provision.ship import ship
+
+
+class PipelineError(ProvisionError):
+    """A pipeline stage failed; the message names the stage, why, and how to go on from there."""
+
+
+@dataclass
+class PipelineResult:
+    image: str = ""
+    pushed: str = ""
+    sif: str = ""
+    shipped: str = ""
+    stages: list[str] = field(default_factory=list)
+
+
+def run_pipeline(name: str, builder: str, destination: str | None, inventory: Path, registry: str | None,
+                 images_dir: Path, on_line: Callable[[str], None], console=None) -> PipelineResult:
+    """build -> push (when a registry is given) -> sif -> ship (when a destination is given)."""
+    recipe = load_recipe(name, images_dir)
+    registry = registry or recipe.values.get("registry")
+    result = PipelineResult()
+    stage = "build"
+    hints = {
+        "build": f"fix the recipe in images/{name}/ or the builder, then: invoke build {name} --on {builder}",
+        "push": f"check the login for {registry} (registry_logins of {builder}), then: invoke push {name} --on {builder}"
+                + (f" --registry {registry}" if registry else ""),
+        "sif": f"free space or fix apptainer on {builder}, then: invoke sif {name} --on {builder}",
+        "ship": f"then: invoke ship {builder}:~/provision-build/{name}.sif {destination} (it resumes)",
+    }
+    try:
+        with Remote(inventory, builder) as remote:
+            result.image = build(recipe, remote, on_line).image
+            result.stages.append(stage)
+            if registry:
+                stage = "push"
+                result.pushed = push(recipe, remote, registry, on_line)
+                result.stages.append(stage)
+            stage = "sif"
+            result.sif = build_sif(recipe, remote, on_line=on_line)
+            result.stages.append(stage)
+        if destination:
+            stage = "ship"
+            result.shipped = ship(f"{builder}:{result.sif}", destination, inventory, console=console).summary()
+            result.stages.append(stage)
+    except ProvisionError as exc:
+        done = ", ".join(result.stages) or "nothing"
+        raise PipelineError(f"pipeline {name}: {stage} failed (done: {done}): {exc}\nnext: {hints[stage]}") from None
+    return result
