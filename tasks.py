@@ -7,19 +7,10 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 from rich.console import Console
 
-from provision import cli
-from provision.connection import Timeouts
 from provision.errors import ProvisionError
-from provision.gpu.report import format_decision
 from provision.lab.invoke_tasks import lab
-from provision.pipeline.build import build as image_build
-from provision.pipeline.chain import run_pipeline
-from provision.pipeline.recipes import IMAGES_DIR, load_recipe
-from provision.pipeline.registry import push as image_push
-from provision.pipeline.remote import Remote
-from provision.pipeline.sif import build_sif
-from provision.runner import RunOptions
-from provision.ship import ship
+
+# Each task imports what it uses when it runs: `invoke provision` starts without the pipeline's modules.
 
 INVENTORY = "hosts"
 console = Console(highlight=False, soft_wrap=True)
@@ -49,6 +40,10 @@ def _fail(exc: ProvisionError) -> Exit:
 def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=10,
               inventory=INVENTORY, accept_new=False, connect_timeout=15):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
+    from provision import cli
+    from provision.connection import Timeouts
+    from provision.runner import RunOptions
+
     try:
         options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
                              timeouts=Timeouts(connect=float(connect_timeout)), extra=cli.parse_extra(extra))
@@ -63,6 +58,9 @@ def provision(c, host=None, group=None, roles=None, check=False, diff=False, ext
             "accept_new": "record an unknown host key instead of refusing it"})
 def facts(c, host, inventory=INVENTORY, accept_new=False):
     """Print a host's facts (OS, kernel, GPUs, Secure Boot, disks) as JSON."""
+    from provision import cli
+    from provision.connection import Timeouts
+
     try:
         found = cli.facts(Path(inventory), host, accept_new, Timeouts())
     except ProvisionError as exc:
@@ -75,6 +73,10 @@ def facts(c, host, inventory=INVENTORY, accept_new=False):
                                 "accept_new": "record an unknown host key instead of refusing it"})
 def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     """Show the GPU decision for a host (driver route, branch, flavour, CUDA ceiling, NGC tag), or why it cannot work."""
+    from provision import cli
+    from provision.connection import Timeouts
+    from provision.gpu.report import format_decision
+
     try:
         found, decision = cli.preflight(Path(inventory), host, cli.parse_extra(extra), accept_new, Timeouts())
     except ProvisionError as exc:
@@ -92,6 +94,8 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     "inventory": "inventory directory or file (default hosts/)"})
 def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_secrets=False, inventory=INVENTORY):
     """Render EC2 user-data that makes a fresh instance the same host `provision` makes over SSH."""
+    from provision import cli
+
     try:
         data = cli.userdata(Path(inventory), host, roles, cli.parse_extra(extra), format, embed_secrets)
     except ProvisionError as exc:
@@ -116,6 +120,10 @@ def _recipe_task(body):
 @task(help={"name": "recipe in images/NAME/", "on": "builder host from the inventory", "inventory": "inventory directory"})
 def build(c, name, on, inventory=INVENTORY):
     """Render images/NAME/ here, upload what changed to the builder and docker build there (log streamed)."""
+    from provision.pipeline.build import build as image_build
+    from provision.pipeline.recipes import load_recipe
+    from provision.pipeline.remote import Remote
+
     def body():
         with Remote(Path(inventory), on) as remote:
             result = image_build(load_recipe(name), remote, _lines)
@@ -128,6 +136,10 @@ def build(c, name, on, inventory=INVENTORY):
             "inventory": "inventory directory"})
 def push(c, name, on, registry=None, inventory=INVENTORY):
     """Tag and push a built image; logins take the password on stdin (registry_logins of the builder)."""
+    from provision.pipeline.recipes import load_recipe
+    from provision.pipeline.registry import push as image_push
+    from provision.pipeline.remote import Remote
+
     def body():
         recipe = load_recipe(name)
         target = registry or recipe.values.get("registry")
@@ -142,6 +154,10 @@ def push(c, name, on, registry=None, inventory=INVENTORY):
             "inventory": "inventory directory"})
 def sif(c, name, on, from_registry=None, inventory=INVENTORY):
     """Build ~/provision-build/NAME.sif on the builder with apptainer (room checked first)."""
+    from provision.pipeline.recipes import load_recipe
+    from provision.pipeline.remote import Remote
+    from provision.pipeline.sif import build_sif
+
     def body():
         with Remote(Path(inventory), on) as remote:
             console.print(f"built {on}:{build_sif(load_recipe(name), remote, from_registry, _lines)}")
@@ -152,6 +168,8 @@ def sif(c, name, on, from_registry=None, inventory=INVENTORY):
                          "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory"})
 def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
     """Carry a file (a .sif) to a host through its bastion: resumable, sha256-verified, renamed only when whole."""
+    from provision.ship import ship
+
     console.print(_recipe_task(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
 
 
@@ -159,6 +177,9 @@ def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
             "registry": "also push to this registry", "inventory": "inventory directory"})
 def pipeline(c, name, builder, to=None, registry=None, inventory=INVENTORY):
     """build -> push -> sif -> ship, stopping at the first failure with what to run next."""
+    from provision.pipeline.chain import run_pipeline
+    from provision.pipeline.recipes import IMAGES_DIR
+
     result = _recipe_task(lambda: run_pipeline(name, builder, to, Path(inventory), registry, IMAGES_DIR, _lines, console))
     console.print(f"pipeline {name}: {', '.join(result.stages)} done" + (f"; {result.shipped}" if result.shipped else ""))
 
