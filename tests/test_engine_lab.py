@@ -181,3 +181,45 @@ def test_a_held_dpkg_lock_makes_the_run_wait_then_succeed(lab, tmp_path):
     assert result.status == "changed", result.error
     assert time.monotonic() - started >= held - 1, "apt waited for the lock rather than failing"
     assert installed(lab, "lock1", ["tmux"]) == ["tmux"]
+
+
+def _gateway_only(lab, host: str, gateway: str) -> None:
+    """The host accepts SSH only from the gateway (a cluster login node behind a bastion)."""
+    subprocess.run(["ip", "netns", "exec", lab.host(host).netns, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22",
+                    "!", "-s", lab.host(gateway).address, "-j", "DROP"], check=True)
+
+
+def test_a_host_behind_a_bastion_is_provisioned_through_its_gateway(lab, tmp_path):
+    lab.up(["bast1", "inner1"])
+    _gateway_only(lab, "inner1", "bast1")
+    inventory = inventory_for(tmp_path, lab, {"bast1": "root", "inner1": "ubuntu"})
+    text = (inventory / "inventory.yml").read_text().replace(
+        f"inner1: {{ansible_host: {lab.host('inner1').address}, ansible_user: ubuntu}}",
+        f"inner1: {{ansible_host: {lab.host('inner1').address}, ansible_user: ubuntu, gateway: bast1}}")
+    (inventory / "inventory.yml").write_text(text)
+    result = cli.provision(inventory, "inner1", None, "base", RunOptions(), None, Console(file=open(os.devnull, "w")),
+                           PROJECT / "roles")["inner1"]
+    assert result.status == "changed", result.error
+    assert "81provision-proxy" in lab.exec("inner1", "ls /etc/apt/apt.conf.d/").stdout
+
+
+def test_ssh_config_aliases_and_proxyjump_are_honoured(lab, tmp_path, monkeypatch):
+    lab.up(["bast2", "inner2"])
+    _gateway_only(lab, "inner2", "bast2")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host jump\n  HostName {lab.host('bast2').address}\n  User root\n  IdentityFile {lab.client_key}\n\n"
+        f"Host cluster-login\n  HostName {lab.host('inner2').address}\n  User ubuntu\n  ProxyJump jump\n"
+        f"  IdentityFile {lab.client_key}\n")
+    monkeypatch.setenv("HOME", str(home))
+    directory = tmp_path / "hosts"
+    write(directory / "inventory.yml", "all:\n  vars: {base_apt_proxy: 'http://10.200.0.1:3142'}\n"
+          "  hosts:\n    cluster-login:\n")
+    wanted = {lab.host("bast2").address, lab.host("inner2").address}
+    (directory / "known_hosts").write_text("".join(
+        l + "\n" for l in lab.known_hosts_path.read_text().splitlines() if l.split()[0] in wanted))
+    result = cli.provision(directory, "cluster-login", None, "base", RunOptions(), None,
+                           Console(file=open(os.devnull, "w")), PROJECT / "roles")["cluster-login"]
+    assert result.status == "changed", result.error
+    assert lab.exec("inner2", "cat /etc/apt/apt.conf.d/81provision-proxy").stdout.count("10.200.0.1:3142") == 1
