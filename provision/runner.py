@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import difflib
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,7 +38,7 @@ def quiet(host: str, kind: str, payload: Any) -> None:
     """An events sink that shows nothing."""
 
 
-def script_command(host: Host, facts: dict) -> str:
+def script_command(facts: dict) -> str:
     """sh reading the script on stdin, through sudo -n unless already root."""
     return "sh -s" if facts.get("user") == "root" else "sudo -n sh -s"
 
@@ -68,6 +69,8 @@ class HostRun:
             self._fail("unreachable" if not self.result.steps else "failed", str(exc))
         except ProvisionError as exc:
             self._fail("failed", str(exc))
+        except Exception:  # a bug must not take the other hosts' results with it; keep its traceback
+            self._fail("failed", "internal error:\n" + traceback.format_exc())
         finally:
             if self.transport is not None:
                 self.result.exec_count += self.transport.exec_count
@@ -151,7 +154,7 @@ class HostRun:
             self.events(self.host.name, "step", result)
 
         script = render_script(plan, check=self.options.check, diff=self.options.diff)
-        status = self.transport.run(script_command(self.host, facts), script, on_line)
+        status = self.transport.run(script_command(facts), script, on_line)
         self._merge_steps(seen.values())
         failed = [r for r in seen.values() if r.status == "failed"]
         if failed:
@@ -185,7 +188,7 @@ class HostRun:
         """Reboot detached, wait until the host answers with a new boot id, and gather facts again."""
         old_boot = facts.get("boot_id")
         self.events(self.host.name, "status", "rebooting")
-        self.transport.run(script_command(self.host, facts), REBOOT_COMMAND, lambda line: None, timeout=30)
+        self.transport.run(script_command(facts), REBOOT_COMMAND, lambda line: None, timeout=30)
         self.result.exec_count += self.transport.exec_count
         self.transport.close()
         self.transport = None
