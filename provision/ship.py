@@ -18,7 +18,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 
 from provision.inventory import Inventory, load_inventory
-from provision.transfer.errors import LinkLostError, NoRoomError, ShipError, VerifyError
+from provision.errors import LinkLostError, NoRoomError, ShipError, VerifyError
 from provision.transfer.openssh import Hop, SshOptions, resolve_hop, sh_command, ssh_argv
 from provision.transfer.remote import (PROBE_SCRIPT, RECEIVE_SCRIPT, Probe, parse_probe,
                                        receiver_outcome)

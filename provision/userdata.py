@@ -10,21 +10,17 @@ from email.mime.text import MIMEText
 from typing import Any
 
 from provision.compiler import Plan, plan_host, render_script
-from provision.errors import ProvisionError
 from provision.facts import EXAMPLE_FACTS
 from provision.gpu.compat import instance_gpus
 from provision.inventory import Host
 from provision.ops.base import q
 from provision.roles import Role
+from provision.errors import UserDataError  # noqa: F401  (defined with the others)
 
 EC2_LIMIT = 16384
 STATE = "/var/lib/provision"
 LOG = "/var/log/provision-userdata.log"
 STATUS = f"{STATE}/userdata-status"
-
-
-class UserDataError(ProvisionError):
-    """User-data that cannot be made: over the EC2 size limit, undeclared facts, a secret with no boot-time source."""
 
 
 @dataclass

@@ -9,14 +9,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from provision.errors import ProvisionError
 from provision.yamlfile import parse_yaml
+from provision.errors import CompatTableError  # noqa: F401  (defined with the others)
 
 TABLE_NAME = "provision/data/gpu_compat.yml"
-
-
-class CompatTableError(ProvisionError):
-    """gpu_compat.yml is malformed; the message names the file, the section, the row and its line."""
 
 
 def parse_version(text: str) -> tuple[int, ...]:

@@ -10,15 +10,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from provision.errors import ProvisionError
 from provision.gpu.compat import CompatTable, GpuModel, NgcTag, parse_version, table
+from provision.errors import PreflightError  # noqa: F401  (defined with the others)
 
 ROUTES = ("ubuntu-drivers", "cuda-repo")
 FLAVOURS = ("open", "proprietary")
-
-
-class PreflightError(ProvisionError):
-    """A requested (or detected) GPU stack cannot work; the message says what to choose instead."""
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
-from provision.errors import ProvisionError
-
-
-class LabError(ProvisionError):
-    """The lab could not build, start, reach or tear down a test host."""
+from provision.errors import LabError  # noqa: F401  (defined with the others)
 
 
 def stderr_tail(stderr: bytes | str | None, lines: int = 8) -> str:

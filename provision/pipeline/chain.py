@@ -12,10 +12,7 @@ from provision.pipeline.registry import push
 from provision.pipeline.remote import Remote
 from provision.pipeline.sif import build_sif
 from provision.ship import ship
-
-
-class PipelineError(ProvisionError):
-    """A pipeline stage failed; the message names the stage, why, and how to go on from there."""
+from provision.errors import PipelineError  # noqa: F401  (defined with the others)
 
 
 @dataclass

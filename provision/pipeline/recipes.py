@@ -6,19 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provision.errors import ProvisionError
 from provision.gpu.images import check_image_for_gpus
 from provision.templating import make_environment, render_file
 from provision.yamlfile import display_path, load_yaml
+from provision.errors import RecipeError  # noqa: F401  (defined with the others)
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent.parent / "images"
 FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "python_packages": list,
           "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str}
 REQUIRED = ("name", "tag", "base", "gpu_architectures")
-
-
-class RecipeError(ProvisionError):
-    """A recipe that is malformed, names a missing file, or targets GPUs its base image cannot run on."""
 
 
 @dataclass

@@ -5,13 +5,9 @@ from pathlib import Path
 from typing import Callable
 
 from provision.connection import Timeouts, open_transport
-from provision.errors import ProvisionError
 from provision.inventory import Inventory, load_inventory
 from provision.secrets import Secret, redactor
-
-
-class RemoteError(ProvisionError):
-    """A pipeline command failed on a host; the message has the command's last lines."""
+from provision.errors import RemoteError  # noqa: F401  (defined with the others)
 
 
 class Remote:

@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass
 
 from provision.inventory import Host, Inventory
-from provision.transfer.errors import ShipError
+from provision.errors import ShipError
 
 # Fast AEAD ciphers first; the rest of the list keeps working with servers that lack them.
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from provision.transfer.errors import ShipError
+from provision.errors import ShipError
 
 # $1 directory, $2 final name, $3 source tag. Stops receivers a cut link left behind, drops partials
 # of other source versions, and reports what is there, the free space and the hasher.

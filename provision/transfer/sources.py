@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from provision.inventory import Inventory
-from provision.transfer.errors import ShipError
+from provision.errors import ShipError
 from provision.transfer.openssh import SshOptions, resolve_hop, sh_command, ssh_argv
 
 CHUNK = 4 << 20  # bytes per read: large enough that the per-call costs vanish against hashing
