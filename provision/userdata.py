@@ -82,7 +82,7 @@ def _fact_check(facts: dict[str, Any], host: str) -> str:
     want = f"{facts['os_id']} {facts['os_version_id']} {facts['arch']}"
     lines = [
         ". /etc/os-release",
-        f'have="$ID $VERSION_ID $(dpkg --print-architecture)"',
+        'have="$ID $VERSION_ID $(dpkg --print-architecture)"',
         f'if [ "$have" != {q(want)} ]; then',
         f'  echo "provision: this instance is $have, but the user-data for {host} was made for {want}"',
         f'  echo "failed facts" > {STATUS}; rm -f {STATE}/userdata-pending; exit 1',
