@@ -1,6 +1,7 @@
 """The engine end to end through the local transport: file-like operations converge, then change nothing."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -119,3 +120,20 @@ def test_a_failing_step_reports_its_output_and_stops_the_host(project):
     assert "step 1 (files: Fails) failed (3)" in result.error
     assert "reason" in result.error
     assert not (root / "never").exists()
+
+
+def test_a_secret_a_step_prints_is_redacted_from_errors_reports_and_console(project, monkeypatch):
+    tmp_path, roles, root = project
+    monkeypatch.setenv("FILES_TOKEN", "s3cr3t-token-value-77")
+    write(roles / "files" / "defaults.yml", "files_root: /tmp\nfiles_token: {secret_env: FILES_TOKEN}\n")
+    write(roles / "files" / "tasks.yml", """
+        - name: Leaks its secret, then fails
+          command: {shell: "printf 'token=%s\\\\n' {{ files_token | secret_var }}; exit 4", creates: /nonexistent}
+    """)
+    console = io.StringIO()
+    result = cli.provision(tmp_path / "hosts", "here", None, None, RunOptions(), str(tmp_path / "report.json"),
+                           Console(file=console), roles)["here"]
+    assert result.status == "failed"
+    assert "token=***" in result.error
+    for text in (result.error, console.getvalue(), (tmp_path / "report.json").read_text()):
+        assert "s3cr3t-token-value-77" not in text
