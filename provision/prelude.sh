@@ -68,17 +68,20 @@ prov_handler() {  # ID HANDLER: run a notified handler once, then forget it
   prov_say "$1 changed"
 }
 
-prov_pkg_missing() {  # NAME[=VERSION]...: print each one not installed (at that version)
-  for prov_spec in "$@"; do
-    prov_name=${prov_spec%%=*}
-    prov_want=${prov_spec#"$prov_name"}
-    prov_want=${prov_want#=}
-    prov_have=$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' "$prov_name" 2>/dev/null)
-    case $prov_have in  # Status-Abbrev: wanted (i, or h when held), then status i = installed
-      ?"i "*) [ -z "$prov_want" ] || [ "${prov_have#???}" = "$prov_want" ] || echo "$prov_spec" ;;
-      *) echo "$prov_spec" ;;
-    esac
-  done
+prov_pkg_missing() {  # NAME[=VERSION]...: print each one not installed (at that version); one dpkg-query
+  # shellcheck disable=SC2046
+  dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' $(printf '%s\n' "$@" | sed 's/=.*//') 2>/dev/null \
+  | awk -v specs="$*" '
+    # Status-Abbrev: wanted (i, or h when held), then status i = installed
+    substr($0, 2, 1) == "i" { have[$2] = $3 }
+    END {
+      n = split(specs, list, " ")
+      for (i = 1; i <= n; i++) {
+        name = list[i]; want = ""
+        if (index(name, "=")) { want = substr(name, index(name, "=") + 1); name = substr(name, 1, index(name, "=") - 1) }
+        if (!(name in have) || (want != "" && have[name] != want)) print list[i]
+      }
+    }'
 }
 
 prov_pkg_present() {  # NAME...: print each one installed, even partly

@@ -1,6 +1,7 @@
 """Roles as folders of data: tasks, defaults, handlers, meta and templates, validated when loaded."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,12 +144,19 @@ def find_handler(roles: list[Role], name: str) -> Task:
     raise RoleError(f"no handler named '{name}'")
 
 
-def check_variable_names(roles_dir: Path, variables: dict[str, Any], source: str) -> None:
-    """Refuse a variable that carries a role's prefix but that the role does not define (a typo)."""
+@functools.lru_cache(maxsize=8)
+def _role_prefixes(roles_dir: Path) -> dict[str, tuple[str, list[str]]]:
+    """Each role's variable prefix with the variables its defaults define (read once per run)."""
     prefixes = {}
     for name in available_roles(roles_dir):
-        defaults = _optional(Path(roles_dir) / name / "defaults.yml", dict) or {}
+        defaults = _optional(roles_dir / name / "defaults.yml", dict) or {}
         prefixes[name + "_"] = (name, sorted(defaults))
+    return prefixes
+
+
+def check_variable_names(roles_dir: Path, variables: dict[str, Any], source: str) -> None:
+    """Refuse a variable that carries a role's prefix but that the role does not define (a typo)."""
+    prefixes = _role_prefixes(Path(roles_dir).resolve())
     for variable in variables:
         matches = [p for p in prefixes if variable.startswith(p)]
         if not matches:
