@@ -14,10 +14,13 @@ PROXY_URL = f"http://{network.BRIDGE_ADDRESS}:{PORT}"
 CACHE_DIR = rootfs.CACHE_DIR / "apt-cacher-ng"  # outside state_dir: survives teardown
 
 
+CONFIG_MARK = "# apt-cacher-ng of the provision lab (written by provision/lab/aptcache.py)."
+
+
 def config_text(state: Path) -> str:
     """acng.conf for the lab: its own dirs, the bridge address, Debian remapped to our mirror."""
     lines = [
-        "# apt-cacher-ng of the provision lab (written by provision/lab/aptcache.py).",
+        CONFIG_MARK,
         f"CacheDir: {CACHE_DIR}",
         f"LogDir: {state / 'log'}",
         f"PidFile: {state / 'pid'}",
@@ -45,17 +48,31 @@ def _pid(state: Path) -> int | None:
     return pid if b"apt-cacher-ng" in cmdline else None
 
 
-def _stray_pids(state: Path) -> list[int]:
-    """apt-cacher-ng processes started with this lab's config dir (pid file lost or not)."""
+def _stray_pids(state: Path | None) -> list[int]:
+    """apt-cacher-ng processes started with this lab's config dir (pid file lost or not).
+
+    With state None: those of any provision lab (another checkout's), found by their config.
+    """
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if proc.name.isdigit() and cmdline[0].endswith(b"apt-cacher-ng") and str(state).encode() in cmdline:
+        if not (proc.name.isdigit() and cmdline[0].endswith(b"apt-cacher-ng")):
+            continue
+        if state is not None and str(state).encode() in cmdline:
+            pids.append(int(proc.name))
+        elif state is None and b"-c" in cmdline and _is_lab_config(cmdline[cmdline.index(b"-c") + 1:][:1]):
             pids.append(int(proc.name))
     return pids
+
+
+def _is_lab_config(argument: list[bytes]) -> bool:
+    try:
+        return CONFIG_MARK in (Path(argument[0].decode()) / "acng.conf").read_text()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -83,6 +100,9 @@ def ensure_running(state: Path, timeout: float = 10) -> None:
     if is_running(state) and _answers():
         return
     if _answers():
+        # The lab is one per machine: another checkout's lab cache gives way to this one.
+        _terminate(_stray_pids(None), timeout)
+    if _answers():
         raise LabError(f"something else listens on {network.BRIDGE_ADDRESS}:{PORT}; "
                        "stop it (a system apt-cacher-ng?) so the lab can run its own")
     (state / "log").mkdir(parents=True, exist_ok=True)
@@ -99,7 +119,11 @@ def ensure_running(state: Path, timeout: float = 10) -> None:
 
 def stop(state: Path, timeout: float = 10) -> None:
     """Stop the lab's apt-cacher-ng (found by pid file or config dir); nothing if not running."""
-    pids = set(_stray_pids(state)) | ({_pid(state)} - {None})
+    _terminate(set(_stray_pids(state)) | ({_pid(state)} - {None}), timeout)
+    (state / "pid").unlink(missing_ok=True)
+
+
+def _terminate(pids, timeout: float) -> None:
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -115,4 +139,3 @@ def stop(state: Path, timeout: float = 10) -> None:
                     pass
             break
         time.sleep(0.02)
-    (state / "pid").unlink(missing_ok=True)

@@ -38,6 +38,10 @@ def _answers(timeout: float = 0.3) -> bool:
 def start(state: Path, users: dict[str, str]) -> str:
     """Run the registry with these users (bcrypt via htpasswd, passwords on stdin); return host:port."""
     stop(state)
+    if _answers():  # the lab is one per machine: another checkout's lab registry gives way
+        for pid in _other_lab_registries():
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
     state.mkdir(parents=True, exist_ok=True)
     (state / "htpasswd").unlink(missing_ok=True)
     for user, password in users.items():
@@ -57,6 +61,19 @@ def start(state: Path, users: dict[str, str]) -> str:
             raise LabError(f"lab registry did not start; see {state / 'registry.log'}")
         time.sleep(0.1)
     return f"{BRIDGE_ADDRESS}:{REGISTRY_PORT}"
+
+
+def _other_lab_registries() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and cmdline[0].endswith(b"docker-registry") and len(cmdline) > 2 \
+                    and "realm: provision-lab" in Path(cmdline[2].decode()).read_text():
+                pids.append(int(proc.name))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return pids
 
 
 def stop(state: Path) -> None:
