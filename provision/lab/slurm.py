@@ -129,6 +129,26 @@ def install_packages(lab: Lab, name: str, packages: tuple[str, ...] = PACKAGES) 
                    f"DEBIAN_FRONTEND=noninteractive {APT} install -y --no-install-recommends {wanted} >/dev/null; }}")
 
 
+# Lab hosts are chroots, and the kernel refuses a user namespace to a chrooted process, so the
+# Apptainer stand-in cannot run unprivileged there. Sites install Apptainer setuid for the same
+# reason; this shim plays the setuid starter with the lab user's sudo (commands run as root).
+APPTAINER_SHIM_PATH = "/usr/local/bin/apptainer"
+APPTAINER_SHIM = """#!/bin/sh
+# LAB STAND-IN for Apptainer's setuid starter (written by provision/lab/slurm.py): a lab host is a
+# chroot, where the kernel refuses the user namespace an unprivileged run needs; run it as root.
+[ "$(id -u)" = 0 ] && exec /usr/bin/apptainer "$@"
+exec sudo -n --preserve-env=HOME,NOTEBOOK_PORT,SLURM_JOB_ID /usr/bin/apptainer "$@"
+"""
+
+
+def install_apptainer_shim(lab: Lab, name: str) -> None:
+    """Put APPTAINER_SHIM before the stand-in on PATH (the host's apptainer package must be installed)."""
+    target = lab.rootfs(name) / APPTAINER_SHIM_PATH.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(APPTAINER_SHIM)
+    target.chmod(0o755)
+
+
 # -- the shared directory ----------------------------------------------------------------------
 
 def _init_pid(lab: Lab, name: str) -> int:

@@ -1,0 +1,214 @@
+"""Slurm on real lab hosts: jobs from shipped SIFs through a gateway, Slurm's refusals in one line, notebooks."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from provision.cluster.jobs import jobs, logs, submit
+from provision.cluster.notebook import notebook
+from provision.cluster.slurm import ClusterError
+from provision.lab import slurm
+from provision.lab.lab import Lab
+from provision.ship import ship
+
+pytestmark = pytest.mark.lab
+
+GW, LOGIN, NODES = "clgw", "clhpc", ("clnode1", "clnode2")
+SIF_DIR = "/shared/containers"
+REPOS_DIR = Path("/var/cache/provision-lab/standin-repos")
+APPTAINER_KEY = "/etc/apt/keyrings/lab-apptainer.asc"
+PORT = 9931
+# The image: busybox, and a script that says where it runs and that it runs inside the SIF.
+WHERE_SCRIPT = """#!/bin/sh
+echo "inside=$(cat /etc/image-id) host=$(hostname) args=$*"
+"""
+
+
+def listening(lab: Lab, name: str, port: int) -> bool:
+    hexport = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = lab.exec(name, f"cat {table}", check=False).stdout
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[1].endswith(hexport) and fields[3] == "0A":
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """clgw, clhpc (slurmctld; SSH only from clgw), clnode1-2 (slurmd; clnode2 has a counted gpu), /shared on all three."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    if not shutil.which("iptables"):
+        pytest.skip("iptables is needed to confine the login host to its gateway")
+    from tests.standins import build_standin_repos, serve
+    lab = Lab()
+    gw, login, *_ = lab.up([GW, LOGIN, *NODES])
+    repos = build_standin_repos(REPOS_DIR)
+    server = serve(REPOS_DIR)
+    try:
+        for name in (LOGIN, *NODES):
+            root = lab.rootfs(name)
+            (root / APPTAINER_KEY.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / APPTAINER_KEY.lstrip("/")).write_text(repos.apptainer.key_file.read_text())
+            (root / "etc/apt/sources.list.d/lab-apptainer.list").write_text(
+                repos.apptainer.sources[0].one_line(repos.base_url, APPTAINER_KEY))
+            slurm.install_packages(lab, name, (*slurm.PACKAGES, "apptainer", "busybox-static"))
+            slurm.install_apptainer_shim(lab, name)
+    finally:
+        server.stop()
+    made = slurm.SlurmCluster(
+        LOGIN, NODES, lab.state_dir / "shared" / "cltest",
+        partitions=(slurm.Partition("debug", NODES, "01:00:00", default=True),
+                    slurm.Partition("gpu", (NODES[1],), "02:00:00"),
+                    slurm.Partition("short", (NODES[0],), "00:10:00")),
+        gpu_nodes=(NODES[1],))
+    slurm.ensure_cluster(lab, made)
+    netns = lab.host(LOGIN).netns
+    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], check=True)
+    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22",
+                    "!", "-s", gw.address, "-j", "DROP"], check=True)
+    yield lab, made
+    slurm.stop_cluster(lab, made)
+    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def inventory(cluster, tmp_path_factory) -> Path:
+    """clhpc as ubuntu behind clgw, its sif_dir on the shared file system."""
+    lab, _ = cluster
+    directory = tmp_path_factory.mktemp("inventory")
+    shutil.copy(lab.known_hosts_path, directory / "known_hosts")
+    hosts = {"all": {"vars": {"ssh_key": str(lab.client_key)}, "children": {
+        "hpc": {"hosts": {LOGIN: {"ansible_host": lab.host(LOGIN).address, "ansible_user": "ubuntu",
+                                  "gateway": GW, "sif_dir": SIF_DIR}}},
+        "gw": {"hosts": {GW: {"ansible_host": lab.host(GW).address, "ansible_user": "root"}}}}}}
+    (directory / "inventory.yml").write_text(yaml.safe_dump(hosts))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_sif(cluster, inventory, tmp_path_factory) -> Path:
+    """A genuine SIF built by the Apptainer stand-in on the login host, copied here, then shipped back with ship."""
+    lab, _ = cluster
+    lab.exec(LOGIN, "rm -rf /tmp/tiny && mkdir -p /tmp/tiny/bin /tmp/tiny/etc /tmp/tiny/usr/local/bin && "
+                    "cp /bin/busybox /tmp/tiny/bin/busybox && ln -s busybox /tmp/tiny/bin/sh && "
+                    "for a in cat hostname echo sleep nc httpd; do ln -s busybox /tmp/tiny/bin/$a; done && "
+                    "echo tiny-image > /tmp/tiny/etc/image-id")
+    lab.exec(LOGIN, "cat > /tmp/tiny/usr/local/bin/where && chmod 755 /tmp/tiny/usr/local/bin/where && "
+                    "rm -f /tmp/tiny.sif && apptainer -q build /tmp/tiny.sif /tmp/tiny", input=WHERE_SCRIPT.encode())
+    local = tmp_path_factory.mktemp("sif") / "tiny.sif"
+    shutil.copy(lab.rootfs(LOGIN) / "tmp/tiny.sif", local)
+    ship(str(local), LOGIN, inventory, console=Console(quiet=True), hash_cache=local.parent / "hashes.json")
+    return local
+
+
+def test_login_host_refuses_ssh_except_from_the_gateway(cluster):
+    lab, _ = cluster
+    direct = subprocess.run(["ssh", "-i", str(lab.client_key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=2",
+                             "-o", f"UserKnownHostsFile={lab.known_hosts_path}", f"ubuntu@{lab.host(LOGIN).address}",
+                             "true"], capture_output=True, timeout=30)
+    assert direct.returncode == 255
+
+
+def test_job_runs_the_command_inside_the_sif_on_a_compute_host_and_logs_come_back(cluster, inventory, tiny_sif):
+    result = submit("tiny", LOGIN, inventory, partition="gpu", gpus=1, time="00:05:00",
+                    binds=["/shared:/data"], command=["where", "hello world", "$(touch /tmp/pwned)"])
+    assert result.job_id.isdigit()
+    assert result.script_path.startswith(f"{SIF_DIR}/tiny-") and result.script_path.endswith(".sbatch")
+    lab, _ = cluster
+    script = (lab.state_dir / "shared" / "cltest" / result.script_path.split("/shared/", 1)[1]).read_text()
+    assert "#SBATCH --partition=gpu" in script and "exec --nv --bind /shared:/data" in script
+    lines: list[str] = []
+    done = logs(result.job_id, LOGIN, inventory, follow=True, on_line=lines.append, poll=0.5)
+    assert done.state == "COMPLETED", (done, lines)
+    assert f"inside=tiny-image host={NODES[1]} args=hello world $(touch /tmp/pwned)" in lines
+    again: list[str] = []
+    logs(result.job_id, LOGIN, inventory, on_line=again.append)
+    assert again == lines
+    assert lab.exec(NODES[1], "test -e /tmp/pwned", check=False).returncode != 0
+
+
+def test_local_sif_is_checked_by_its_own_sha256(cluster, inventory, tiny_sif, tmp_path):
+    result = submit(str(tiny_sif), LOGIN, inventory, command="where from-local")
+    lines: list[str] = []
+    logs(result.job_id, LOGIN, inventory, follow=True, on_line=lines.append, poll=0.5)
+    assert any(line.startswith("inside=tiny-image") and line.endswith("args=from-local") for line in lines)
+    other = tmp_path / "tiny.sif"
+    other.write_bytes(tiny_sif.read_bytes() + b"changed")
+    with pytest.raises(ClusterError, match=r"has sha256 [0-9a-f]{64}, the local .* has [0-9a-f]{64}"):
+        submit(str(other), LOGIN, inventory, command="true")
+
+
+def test_unknown_partition_fails_with_slurms_reason_in_one_line(inventory, tiny_sif):
+    with pytest.raises(ClusterError) as failed:
+        submit("tiny", LOGIN, inventory, partition="gpux", command=["true"])
+    message = str(failed.value)
+    assert message == f"sbatch on {LOGIN}: invalid partition specified: gpux (partitions: debug, gpu, short)"
+
+
+def test_too_long_a_time_and_gpus_where_there_are_none_fail_in_one_line(inventory, tiny_sif):
+    with pytest.raises(ClusterError) as too_long:
+        submit("tiny", LOGIN, inventory, partition="short", time="02:00:00", command=["true"])
+    assert str(too_long.value).startswith(f"sbatch on {LOGIN}: Requested time limit is invalid")
+    assert "partition short allows at most 10:00" in str(too_long.value)
+    with pytest.raises(ClusterError) as no_gpus:
+        submit("tiny", LOGIN, inventory, partition="short", gpus=1, command=["true"])
+    assert "partition short has no GPUs; partitions with GPUs: debug, gpu" in str(no_gpus.value)
+    assert "\n" not in str(too_long.value) + str(no_gpus.value)
+
+
+def test_missing_sif_says_to_ship_first(inventory):
+    with pytest.raises(ClusterError, match="no SIF at /shared/containers/absent.sif; ship it first"):
+        submit("absent", LOGIN, inventory, command=["true"])
+
+
+def test_jobs_lists_the_users_pending_job(cluster, inventory, tiny_sif):
+    result = submit("tiny", LOGIN, inventory, partition="short", command=["sleep", "30"], job_name="sleeper")
+    try:
+        listed = {job.job_id: job for job in jobs(LOGIN, inventory)}
+        assert listed[result.job_id].name == "sleeper"
+        assert listed[result.job_id].state in ("PENDING", "RUNNING", "CONFIGURING")
+    finally:
+        lab, _ = cluster
+        lab.exec(LOGIN, f"scancel {result.job_id}")
+
+
+def test_notebook_listens_on_its_port_on_the_login_host_and_stop_ends_it(cluster, inventory, tiny_sif, tmp_path):
+    lab, _ = cluster
+    started = notebook("tiny", LOGIN, inventory, port=PORT, command=f"exec httpd -f -p {PORT}",
+                       images_dir=tmp_path, ready_timeout=30)
+    try:
+        assert listening(lab, LOGIN, PORT)
+        gw = lab.host(GW).address
+        assert started.tunnel == f"ssh -N -J root@{gw} -L {PORT}:localhost:{PORT} ubuntu@{lab.host(LOGIN).address}"
+        with pytest.raises(ClusterError, match=f"port {PORT} is already in use"):
+            notebook("tiny", LOGIN, inventory, port=PORT, command="true", images_dir=tmp_path, ready_timeout=5)
+    finally:
+        stopped = notebook("tiny", LOGIN, inventory, port=PORT, stop=True, images_dir=tmp_path)
+    assert "instance notebook-tiny" in stopped.stopped
+    assert not listening(lab, LOGIN, PORT)
+
+
+def test_notebook_from_the_recipe_start_line_as_a_slurm_job(cluster, inventory, tiny_sif, tmp_path):
+    lab, _ = cluster
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "recipe.yml").write_text(f"name: tiny\nports: [9999]\nstart: httpd -f -p 9999\n")
+    started = notebook("tiny", LOGIN, inventory, port=PORT + 1, on_node=True, partition="short",
+                       images_dir=tmp_path, ready_timeout=60)
+    try:
+        assert started.where.endswith(f"on {NODES[0]}")
+        deadline = time.monotonic() + 30
+        while not listening(lab, NODES[0], PORT + 1) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert listening(lab, NODES[0], PORT + 1)
+        assert f",ubuntu@{lab.host(LOGIN).address} -L {PORT + 1}:localhost:{PORT + 1} ubuntu@{NODES[0]}" in started.tunnel
+    finally:
+        stopped = notebook("tiny", LOGIN, inventory, stop=True, images_dir=tmp_path)
+    assert "job" in stopped.stopped
