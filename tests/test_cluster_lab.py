@@ -199,7 +199,7 @@ def test_notebook_listens_on_its_port_on_the_login_host_and_stop_ends_it(cluster
 def test_notebook_from_the_recipe_start_line_as_a_slurm_job(cluster, inventory, tiny_sif, tmp_path):
     lab, _ = cluster
     (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "recipe.yml").write_text(f"name: tiny\nports: [9999]\nstart: httpd -f -p 9999\n")
+    (tmp_path / "tiny" / "recipe.yml").write_text("name: tiny\nports: [9999]\nstart: httpd -f -p 9999\n")
     started = notebook("tiny", LOGIN, inventory, port=PORT + 1, on_node=True, partition="short",
                        images_dir=tmp_path, ready_timeout=60)
     try:

@@ -53,7 +53,7 @@ class JobRequest:
             if not bind or "\n" in bind or "," in bind:
                 raise ClusterError(f"--bind {bind!r}: SRC[:DST[:ro]], one per --bind, no commas or newlines")
         for option in self.sbatch_options:
-            if not option.startswith("--") or not all(DIRECTIVE_VALUE.match(w) for w in option.split()):
+            if not option.startswith("--") or not DIRECTIVE_VALUE.match(option):
                 raise ClusterError(f"sbatch option {option!r}: --name=value with no spaces or quotes")
         if not self.command:
             raise ClusterError("no command to run in the image: give one after --")

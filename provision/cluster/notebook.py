@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import time as clock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

@@ -1,0 +1,240 @@
+"""Unit tests of provision.cluster: Slurm's output read, refusals in one line, job scripts, SIF checks under a local sh."""
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provision.cluster.images import ImageRef, ClusterImage, image_ref, verify_on_cluster
+from provision.cluster.jobs import JobRequest, command_line, render_job_script, submit
+from provision.cluster.notebook import start_command, tunnel_command
+from provision.cluster.remote import LOGS_SCRIPT, heredoc, login_session
+from provision.cluster.slurm import (ClusterError, parse_job_record, parse_jobs, parse_partitions, sbatch_error,
+                                     sbatch_reason)
+from provision.inventory import load_inventory
+
+SINFO = "debug*|(null)|1:00:00|2|up\ngpu|gpu:1|2:00:00|1|up\nshort|(null)|10:00|1|up\n"
+PARTITIONS = parse_partitions(SINFO)
+
+
+def image(name="tiny", path="/shared/containers/tiny.sif") -> ClusterImage:
+    return ClusterImage(ImageRef(name, path, None), path, "ab" * 32, "/usr/bin/apptainer", PARTITIONS, "")
+
+
+def write_inventory(directory: Path, hosts: dict) -> Path:
+    (directory / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    return directory
+
+
+# -- Slurm's output --------------------------------------------------------------------------
+
+def test_partitions_merge_node_groups_and_mark_the_default_and_gpus():
+    merged = parse_partitions(SINFO + "gpu|(null)|2:00:00|3|up\n")
+    assert merged["debug"].default and not merged["gpu"].default
+    assert (merged["gpu"].gpus, merged["gpu"].nodes) == (True, 4)
+    assert merged["short"].max_time == "10:00" and not merged["short"].gpus
+
+
+def test_squeue_lines_become_jobs_with_reasons_holding_spaces():
+    [job] = parse_jobs("12|train|PENDING|0:00|1:00:00|gpu|(Nodes required for job are DOWN)\n")
+    assert (job.job_id, job.state, job.where) == ("12", "PENDING", "(Nodes required for job are DOWN)")
+
+
+def test_scontrol_record_keeps_values_with_spaces():
+    record = parse_job_record("JobId=5 JobName=my job UserId=ubuntu(1000) JobState=RUNNING StdOut=/s/t-5.out")
+    assert (record["JobName"], record["JobState"], record["StdOut"]) == ("my job", "RUNNING", "/s/t-5.out")
+
+
+def test_sbatch_reason_is_the_line_after_submission_failed():
+    assert sbatch_reason("sbatch: error: invalid partition specified: x\n"
+                         "sbatch: error: Batch job submission failed: Invalid partition name specified\n") == \
+        "Invalid partition name specified"
+    assert sbatch_reason("sbatch: error: Unable to contact slurm controller\n") == "Unable to contact slurm controller"
+
+
+def test_unknown_partition_is_one_line_listing_the_partitions():
+    error = sbatch_error("hpc01", "sbatch: error: Batch job submission failed: Invalid partition name specified",
+                         PARTITIONS, "gpux", None, None)
+    assert str(error) == "sbatch on hpc01: invalid partition specified: gpux (partitions: debug, gpu, short)"
+
+
+def test_time_limit_refusal_names_the_partition_limit():
+    error = sbatch_error("hpc01", "sbatch: error: Batch job submission failed: Requested time limit is invalid "
+                         "(missing or exceeds some limit)", PARTITIONS, "short", None, "2:00:00")
+    assert str(error) == ("sbatch on hpc01: Requested time limit is invalid (missing or exceeds some limit) "
+                          "(--time 2:00:00 asked; partition short allows at most 10:00)")
+
+
+def test_gpus_in_a_partition_without_them_names_those_with_gpus():
+    error = sbatch_error("hpc01", "sbatch: error: Batch job submission failed: Requested node configuration is "
+                         "not available", PARTITIONS, None, 1, None)
+    assert str(error).endswith("(partition debug has no GPUs; partitions with GPUs: gpu)")
+    assert "\n" not in str(error)
+
+
+# -- what is asked ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_, message", [
+    (JobRequest(partition="gpu x", command=("true",)), "--partition"),
+    (JobRequest(time="2 hours", command=("true",)), "--time"),
+    (JobRequest(gpus="lots", command=("true",)), "--gpus"),
+    (JobRequest(binds=("/a,/b",), command=("true",)), "--bind"),
+    (JobRequest(sbatch_options=("--comment=a b",), command=("true",)), "sbatch option"),
+    (JobRequest(), "no command"),
+])
+def test_requests_slurm_could_not_take_are_refused_before_connecting(request_, message):
+    with pytest.raises(ClusterError, match=message):
+        request_.validate()
+
+
+def test_valid_times_and_gpu_types_pass():
+    for time in ("30", "10:00", "02:00:00", "1-12", "1-12:30:00", "UNLIMITED"):
+        JobRequest(time=time, gpus="v100:2", command=("true",)).validate()
+
+
+def test_image_names_map_to_the_sif_dir_and_local_files_to_their_base_name(tmp_path):
+    assert image_ref("fastai2", "~/containers") == ImageRef("fastai2", "~/containers/fastai2.sif", None)
+    assert image_ref("fastai2.sif", "/c/") == ImageRef("fastai2", "/c/fastai2.sif", None)
+    assert image_ref("/scratch/x/model.sif", "/c") == ImageRef("model", "/scratch/x/model.sif", None)
+    local = tmp_path / "bert.sif"
+    local.write_bytes(b"sif")
+    assert image_ref(str(local), "/c") == ImageRef("bert", "/c/bert.sif", local)
+
+
+# -- the job script --------------------------------------------------------------------------
+
+def test_job_script_quotes_the_command_binds_and_image(tmp_path):
+    text = render_job_script(JobRequest("gpu", 1, "10:00", ("/data dir:/data:ro",), ("python", "train.py", "$(rm -rf ~)")),
+                             image(path="/c/it's.sif"), tmp_path, "/c/tiny-%j.out", "tiny")
+    assert "#SBATCH --partition=gpu\n#SBATCH --gpus=1\n#SBATCH --time=10:00\n" in text
+    assert "exec --nv --bind '/data dir:/data:ro' '/c/it'\"'\"'s.sif' python train.py '$(rm -rf ~)'" in text
+    run = subprocess.run(["sh", "-n"], input=text, text=True, capture_output=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_job_script_without_gpus_has_no_gpu_line_and_no_nv(tmp_path):
+    text = render_job_script(JobRequest(command="echo $HOME"), image(), tmp_path, "/c/tiny-%j.out", "tiny")
+    assert "--gpus" not in text and "--partition" not in text and " --nv" not in text
+    assert text.rstrip().endswith("/shared/containers/tiny.sif /bin/sh -c 'echo $HOME'")
+
+
+def test_a_recipe_brings_its_own_job_script(tmp_path):
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "sbatch.j2").write_text("#!/bin/sh\n#SBATCH --job-name={{ job_name }}\n# {{ command }}\n")
+    text = render_job_script(JobRequest(command=("a", "b c")), image(), tmp_path, "/c/x-%j.out", "mine")
+    assert text == "#!/bin/sh\n#SBATCH --job-name=mine\n# a 'b c'\n"
+
+
+def test_an_output_path_with_spaces_is_refused(tmp_path):
+    with pytest.raises(ClusterError, match="cannot stand in an #SBATCH line"):
+        render_job_script(JobRequest(command=("true",)), image(), tmp_path, "/my dir/x-%j.out", "x")
+
+
+def test_heredoc_marker_never_equals_a_line_of_the_text():
+    marker, body = heredoc("a\nPROVISION_JOB\nb")
+    assert marker == "PROVISION_JOB_1" and body.endswith("b\n")
+
+
+def test_command_line_runs_a_string_through_sh():
+    assert command_line("python train.py --lr 3e-4") == "/bin/sh -c 'python train.py --lr 3e-4'"
+    assert command_line(["python", "a b.py"]) == "python 'a b.py'"
+
+
+# -- notebooks -------------------------------------------------------------------------------
+
+def test_start_line_port_follows_the_chosen_port(tmp_path):
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "recipe.yml").write_text("name: nb\nports: [9999]\nstart: start-notebook --port 9999\n")
+    assert start_command("nb", tmp_path, None, 8888, 9999) == "start-notebook --port 8888"
+    assert start_command("nb", tmp_path, "serve --port=1", 8888, 9999) == "serve --port=1"
+    with pytest.raises(ClusterError, match="has no start: field; give one with --command"):
+        start_command("other", tmp_path, None, 8888, None)
+
+
+def test_tunnel_goes_through_every_gateway_to_the_login_host_or_a_node(tmp_path):
+    inventory = load_inventory(write_inventory(tmp_path, {
+        "bastion": {"ansible_host": "bastion.example.org", "ansible_user": "jump", "ansible_port": 2222},
+        "hpc01": {"ansible_host": "login.example.org", "ansible_user": "alice", "gateway": "bastion"}}))
+    host = inventory.host("hpc01")
+    assert tunnel_command(host, inventory, 9999) == \
+        "ssh -N -J jump@bastion.example.org:2222 -L 9999:localhost:9999 alice@login.example.org"
+    assert tunnel_command(host, inventory, 9999, target="gpu07") == \
+        "ssh -N -J jump@bastion.example.org:2222,alice@login.example.org -L 9999:localhost:9999 alice@gpu07"
+
+
+# -- the far end, under a local sh -------------------------------------------------------------
+
+@pytest.fixture
+def local_cluster(tmp_path, monkeypatch):
+    """A `connection: local` host whose sif_dir is a temporary folder, with a fake sinfo on PATH."""
+    bin_dir, sif_dir = tmp_path / "bin", tmp_path / "containers"
+    bin_dir.mkdir()
+    sif_dir.mkdir()
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\nprintf '%s' '{SINFO}'\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    inventory = write_inventory(tmp_path, {"hpc": {"connection": "local", "sif_dir": str(sif_dir)}})
+    return inventory, sif_dir
+
+
+def shipped(sif_dir: Path, name: str, data: bytes) -> str:
+    """A file as ship leaves it: the file and its sidecar (sha256, size, mtime, inode)."""
+    path = sif_dir / name
+    path.write_bytes(data)
+    stat = path.stat()
+    sha = hashlib.sha256(data).hexdigest()
+    (sif_dir / f".{name}.ship").write_text(f"{sha} {stat.st_size} {int(stat.st_mtime)} {stat.st_ino}\n")
+    return sha
+
+
+def test_a_shipped_sif_is_vouched_for_by_its_sidecar_and_partitions_come_along(local_cluster):
+    inventory, sif_dir = local_cluster
+    sha = shipped(sif_dir, "tiny.sif", b"genuine")
+    with login_session("hpc", inventory) as session:
+        found = verify_on_cluster(session, image_ref("tiny", session.sif_dir))
+    assert (found.path, found.sha256) == (f"{sif_dir.resolve()}/tiny.sif", sha)
+    assert sorted(found.partitions) == ["debug", "gpu", "short"]
+
+
+def test_a_sif_changed_after_ship_is_refused(local_cluster):
+    inventory, sif_dir = local_cluster
+    shipped(sif_dir, "tiny.sif", b"genuine")
+    with open(sif_dir / "tiny.sif", "ab") as changed:
+        changed.write(b"!")
+    with login_session("hpc", inventory) as session:
+        with pytest.raises(ClusterError, match=r"ship's record has .* \(it changed after ship wrote it\)"):
+            verify_on_cluster(session, image_ref("tiny", session.sif_dir))
+
+
+def test_a_sif_without_sidecar_needs_the_local_file(local_cluster, tmp_path):
+    inventory, sif_dir = local_cluster
+    (sif_dir / "tiny.sif").write_bytes(b"genuine")
+    with login_session("hpc", inventory) as session:
+        with pytest.raises(ClusterError, match="no record of a ship"):
+            verify_on_cluster(session, image_ref("tiny", session.sif_dir))
+        (tmp_path / "local").mkdir()
+        local = tmp_path / "local" / "tiny.sif"
+        local.write_bytes(b"genuine")
+        assert verify_on_cluster(session, image_ref(str(local), session.sif_dir)).sha256 == \
+            hashlib.sha256(b"genuine").hexdigest()
+
+
+def test_unknown_partition_is_refused_before_sbatch_runs(local_cluster):
+    inventory, sif_dir = local_cluster
+    shipped(sif_dir, "tiny.sif", b"genuine")
+    with pytest.raises(ClusterError, match=r"^sbatch on hpc: invalid partition specified: gpux \(partitions: "
+                                           r"debug, gpu, short\)$"):
+        submit("tiny", "hpc", inventory, partition="gpux", command=["true"])
+    assert not list(sif_dir.glob("*.sbatch"))
+
+
+def test_logs_of_a_forgotten_job_are_found_by_name_in_the_sif_dir(local_cluster):
+    inventory, sif_dir = local_cluster
+    (sif_dir / "tiny-42.out").write_text("epoch 1\nepoch 2\n")
+    lines: list[str] = []
+    with login_session("hpc", inventory) as session:
+        done = session.run(LOGS_SCRIPT, "42", str(sif_dir), "0", "1", on_line=lines.append)
+    assert done.status == 0 and lines == ["epoch 1", "epoch 2"]
+    assert f"output={sif_dir}/tiny-42.out" in done.stderr
