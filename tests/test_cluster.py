@@ -11,7 +11,7 @@ from provision.cluster.images import ImageRef, ClusterImage, image_ref, verify_o
 from provision.cluster.jobs import JobRequest, command_line, render_job_script, submit
 from provision.cluster.notebook import start_command, tunnel_command
 from provision.cluster.remote import LOGS_SCRIPT, heredoc, login_session
-from provision.cluster.slurm import (ClusterError, parse_job_record, parse_jobs, parse_partitions, sbatch_error,
+from provision.cluster.slurm import (ClusterError, parse_jobs, parse_partitions, sbatch_error,
                                      sbatch_reason)
 from provision.inventory import load_inventory
 
@@ -40,11 +40,6 @@ def test_partitions_merge_node_groups_and_mark_the_default_and_gpus():
 def test_squeue_lines_become_jobs_with_reasons_holding_spaces():
     [job] = parse_jobs("12|train|PENDING|0:00|1:00:00|gpu|(Nodes required for job are DOWN)\n")
     assert (job.job_id, job.state, job.where) == ("12", "PENDING", "(Nodes required for job are DOWN)")
-
-
-def test_scontrol_record_keeps_values_with_spaces():
-    record = parse_job_record("JobId=5 JobName=my job UserId=ubuntu(1000) JobState=RUNNING StdOut=/s/t-5.out")
-    assert (record["JobName"], record["JobState"], record["StdOut"]) == ("my job", "RUNNING", "/s/t-5.out")
 
 
 def test_sbatch_reason_is_the_line_after_submission_failed():

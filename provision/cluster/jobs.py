@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import shlex
 import time as clock
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,7 +38,7 @@ class JobRequest:
     command: str | tuple[str, ...] = ()    # a tuple is argv (each word quoted); a str is a shell line for sh -c
     job_name: str | None = None
     nv: bool | None = None                 # apptainer --nv; default: when GPUs are asked
-    sbatch_options: tuple[str, ...] = field(default=())  # extra "--opt=value" lines
+    sbatch_options: tuple[str, ...] = ()  # extra "--opt=value" lines
 
     def validate(self) -> None:
         """ClusterError for a value that Slurm or the job script could not take as given."""

@@ -1,15 +1,12 @@
 """What Slurm prints, read: partitions from sinfo, jobs from squeue and scontrol, sbatch's refusals as one line."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from provision.errors import ProvisionError
 
 SINFO_FORMAT = "%P|%G|%l|%D|%a"          # partition (default marked *), gres, time limit, nodes, availability
 SQUEUE_FORMAT = "%i|%j|%T|%M|%l|%P|%R"   # id, name, state, elapsed, limit, partition, nodes or reason
-ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 
 
 class ClusterError(ProvisionError):
@@ -71,14 +68,6 @@ def parse_jobs(output: str) -> list[Job]:
         if len(fields) == 7 and fields[0]:
             jobs.append(Job(*fields))
     return jobs
-
-
-def parse_job_record(output: str) -> dict[str, str]:
-    """`scontrol -o show job ID`: its Key=Value fields (values may hold spaces, keys never do)."""
-    record: dict[str, str] = {}
-    for match in re.finditer(r"(?:^|\s)([A-Za-z][\w:/]*)=(.*?)(?=\s+[A-Za-z][\w:/]*=|\s*$)", output.strip()):
-        record.setdefault(match.group(1), match.group(2))
-    return record
 
 
 def sbatch_reason(stderr: str) -> str:
