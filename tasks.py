@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -184,4 +185,56 @@ def pipeline(c, name, builder, to=None, registry=None, inventory=INVENTORY):
     console.print(f"pipeline {name}: {', '.join(result.stages)} done" + (f"; {result.shipped}" if result.shipped else ""))
 
 
-namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, lab)
+def _after_double_dash() -> list[str]:
+    """The words after `--` on the command line (invoke keeps them out of the task's flags)."""
+    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+
+
+@task(iterable=["bind"], help={
+    "name": "recipe name (its NAME.sif in the host's sif_dir), a local .sif, or a path on the cluster",
+    "host": "cluster login host", "partition": "Slurm partition", "gpus": "GPUs for the job (adds --nv)",
+    "time": "time limit, e.g. 2:00:00", "bind": "SRC:DST to bind into the container; repeatable",
+    "inventory": "inventory directory"})
+def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, inventory=INVENTORY):
+    """sbatch `apptainer exec` of a shipped SIF through the bastion: invoke submit NAME HOST [...] -- CMD."""
+    from provision.cluster.jobs import submit as submit_job
+
+    result = _recipe_task(lambda: submit_job(name, host, Path(inventory), partition, int(gpus) if gpus else None, time,
+                                             tuple(bind or ()), tuple(_after_double_dash())))
+    console.print(result.summary())
+
+
+@task(help={"host": "cluster login host", "inventory": "inventory directory"})
+def jobs(c, host, inventory=INVENTORY):
+    """List your Slurm jobs on the cluster."""
+    from provision.cluster.jobs import jobs as list_jobs, jobs_table
+
+    console.print(jobs_table(_recipe_task(lambda: list_jobs(host, Path(inventory)))))
+
+
+@task(help={"job": "Slurm job id", "host": "cluster login host", "follow": "stream the output until the job ends",
+            "inventory": "inventory directory"})
+def logs(c, job, host, follow=False, inventory=INVENTORY):
+    """Show a job's output (--follow: until it ends)."""
+    from provision.cluster.jobs import logs as job_logs
+
+    result = _recipe_task(lambda: job_logs(job, host, Path(inventory), follow, _lines))
+    console.print(f"job {result.job_id}: {result.state} ({result.output_path})", style="dim")
+
+
+@task(help={"name": "recipe whose start script serves the notebook", "host": "cluster login host",
+            "port": "port (default: the recipe's first port)", "stop": "stop it instead",
+            "on_node": "run it as a Slurm job on a compute node", "partition": "partition for --on-node",
+            "gpus": "GPUs for --on-node", "inventory": "inventory directory"})
+def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None, gpus=None, inventory=INVENTORY):
+    """Start a recipe's notebook as an Apptainer instance (or a job) and print the SSH tunnel to reach it."""
+    from provision.cluster.notebook import notebook as run_notebook
+
+    result = _recipe_task(lambda: run_notebook(name, host, Path(inventory), int(port) if port else None, stop,
+                                               on_node=on_node, partition=partition,
+                                               gpus=int(gpus) if gpus else None))
+    console.print(result.summary())
+
+
+namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
+                       notebook, lab)

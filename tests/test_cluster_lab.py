@@ -212,3 +212,24 @@ def test_notebook_from_the_recipe_start_line_as_a_slurm_job(cluster, inventory, 
     finally:
         stopped = notebook("tiny", LOGIN, inventory, stop=True, images_dir=tmp_path)
     assert "job" in stopped.stopped
+
+
+def test_the_invoke_tasks_submit_follow_logs_and_refuse_in_one_line(cluster, inventory, tiny_sif):
+    import re
+    import sys
+
+    from tests.helpers import PROJECT
+
+    def invoke(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", *words], cwd=PROJECT, capture_output=True, text=True,
+                              timeout=300)
+
+    submitted = invoke("submit", "tiny", LOGIN, "--partition", "gpu", "--inventory", str(inventory),
+                       "--", "where", "from the CLI")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job = re.search(r"\b(\d+)\b", submitted.stdout).group(1)
+    followed = invoke("logs", job, LOGIN, "--follow", "--inventory", str(inventory))
+    assert "args=from the CLI" in followed.stdout, followed.stdout + followed.stderr
+    refused = invoke("submit", "tiny", LOGIN, "--partition", "gpux", "--inventory", str(inventory), "--", "true")
+    assert refused.returncode == 2
+    assert "invalid partition specified: gpux" in refused.stdout and "Traceback" not in refused.stdout + refused.stderr
