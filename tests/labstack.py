@@ -7,6 +7,8 @@ the NGC key. The roles see only that their URLs differ.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 from tests.helpers import write
@@ -17,6 +19,7 @@ BUILDER_ROLES = ["base", "helper_tools", "nvidia_driver", "docker_ce", "nvidia_c
 REPOS_DIR = Path("/var/cache/provision-lab/standin-repos")
 V100 = ("0000:00:1e.0", "10de:1db1", "0x030200")
 ARCHIVE_KEY = "/usr/share/keyrings/lab-ubuntu-archive.asc"
+CUDA_IMAGE_DIR = "/var/lib/lab-cuda-image"
 
 
 class Stack:
@@ -40,6 +43,10 @@ class Stack:
         write(root / ARCHIVE_KEY.lstrip("/"), self.repos.ubuntu_archive.key_file.read_text())
         write(root / "etc/apt/sources.list.d/ubuntu-archive.list",
               self.repos.ubuntu_archive.sources[0].one_line(self.repos.base_url, ARCHIVE_KEY))
+        image = root / CUDA_IMAGE_DIR.lstrip("/")
+        (image / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy("/bin/busybox", image / "bin" / "busybox")
+        subprocess.run(["chroot", str(image), "/bin/busybox", "--install", "-s", "/bin"], check=True)
         self.lab.stop(name)
         self.lab.start(name)
 
@@ -59,7 +66,7 @@ class Stack:
             "apptainer_ppa_key_url": repos.apptainer.key_url(base),
             "nvidia_driver_kernel_headers": False,  # stand-in gap: no headers package for this kernel
             "verify_docker": False,  # stand-in gap: the runtime hook injects no nvidia-smi into containers
-            "verify_apptainer": False,
+            "verify_apptainer_image": CUDA_IMAGE_DIR,  # a busybox sandbox: --nv binds the stand-in nvidia-smi in
             "ngc_login_registry": self.registry,
             "ngc_login_api_key": {"secret_env": "NGC_API_KEY"},
         }
