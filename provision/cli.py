@@ -14,7 +14,7 @@ from provision.facts import EXAMPLE_FACTS
 from provision.gpu.plan import request_from
 from provision.gpu.preflight import decide
 from provision.inventory import Host, Inventory, load_inventory
-from provision.report import LiveView, print_errors, summary_table, write_json
+from provision.report import LiveView, print_errors, print_verifications, summary_table, write_json
 from provision.results import HostResult
 from provision.roles import Role, check_variable_names, load_roles
 from provision.runner import RunOptions, gather_facts, run_hosts
@@ -77,6 +77,7 @@ def provision(inventory_path: Path, host: str | None, group: str | None, roles_o
     with LiveView(console, [h.name for h, _ in prepared]) as view:
         results = run_hosts(prepared, inventory, options, view.event)
     console.print(summary_table(results))
+    print_verifications(console, results)
     print_errors(console, results)
     if json_path:
         write_json(Path(json_path), results)

@@ -84,6 +84,15 @@ def summary_table(results: dict[str, HostResult]) -> Table:
     return table
 
 
+def print_verifications(console: Console, results: dict[str, HostResult]) -> None:
+    """One line per verification step (role verify): what was checked and what it said."""
+    for result in results.values():
+        for step in result.steps:
+            if step.role == "verify":
+                console.print(Text.assemble((f"{result.host:<14}", "bold"), (f"{step.status:<13}", STATUS_STYLE.get(step.status, "")),
+                                            f"verify: {step.task}", (f"  {step.detail}", "dim")))
+
+
 def print_errors(console: Console, results: dict[str, HostResult]) -> None:
     for result in results.values():
         if result.error:

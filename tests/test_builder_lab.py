@@ -92,8 +92,10 @@ def test_builder_stack_converges_rebooting_once_and_never_shows_the_key(lab, bui
     assert "10.200.0.1:5000" in sh(lab, "cat /home/ubuntu/.docker/config.json")
     assert sh(lab, "ls /etc/apt/sources.list.d/").split() == sorted(sh(lab, "ls /etc/apt/sources.list.d/").split())
     assert "docker.list.disabled-by-provision" in sh(lab, "ls /etc/apt/sources.list.d/")
-    verify = next(s for s in result.steps if s.role == "verify")
-    assert verify.status == "ok" and "Tesla V100-SXM2-16GB" in verify.detail
+    verify = {s.task: s for s in result.steps if s.role == "verify"}
+    assert verify["nvidia-smi sees the GPUs"].status == "ok"
+    assert "Tesla V100-SXM2-16GB" in verify["nvidia-smi sees the GPUs"].detail
+    assert verify["Apptainer runs a container with --nv"].detail.startswith("GPU 0: Tesla V100-SXM2-16GB")
     assert PLANTED not in console
     assert PLANTED not in report.read_text()
     assert seen_processes and not any(PLANTED in snapshot for snapshot in seen_processes)

@@ -54,7 +54,8 @@ def command(args: dict, ctx: OpContext) -> Step:
     if not guards:
         raise RoleError(f"{ctx.where}: command needs creates, unless or unless_shell, or it would run every time")
     body = _argv(args["run"], "run", ctx.where) if args["run"] is not None else str(args["shell"])
-    shown = body.splitlines()[0] if body else body
+    lines = body.strip().splitlines()
+    shown = lines[0] if len(lines) == 1 else f"a {len(lines)}-line shell script"
     return Step(
         check=" && ".join(guards),
         apply=body,
