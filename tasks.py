@@ -111,7 +111,8 @@ def _lines(line: str) -> None:
     console.print(line, markup=False, highlight=False)
 
 
-def _recipe_task(body):
+def _or_fail(body):
+    """Run body; an expected error becomes one red line and exit status 2."""
     try:
         return body()
     except ProvisionError as exc:
@@ -129,7 +130,7 @@ def build(c, name, on, inventory=INVENTORY):
         with Remote(Path(inventory), on) as remote:
             result = image_build(load_recipe(name), remote, _lines)
         console.print(f"built {result.image} on {on} ({len(result.uploaded)} file(s) uploaded)")
-    _recipe_task(body)
+    _or_fail(body)
 
 
 @task(help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
@@ -148,7 +149,7 @@ def push(c, name, on, registry=None, inventory=INVENTORY):
             raise ProvisionError(f"push {name}: name a registry (--registry) or set registry: in images/{name}/recipe.yml")
         with Remote(Path(inventory), on) as remote:
             console.print(f"pushed {image_push(recipe, remote, target, _lines)}")
-    _recipe_task(body)
+    _or_fail(body)
 
 
 @task(help={"name": "recipe in images/NAME/", "on": "builder host", "from_registry": "build from this registry (docker://) instead of the docker daemon",
@@ -162,7 +163,7 @@ def sif(c, name, on, from_registry=None, inventory=INVENTORY):
     def body():
         with Remote(Path(inventory), on) as remote:
             console.print(f"built {on}:{build_sif(load_recipe(name), remote, from_registry, _lines)}")
-    _recipe_task(body)
+    _or_fail(body)
 
 
 @task(name="ship", help={"file": "a local file, or BUILDER:PATH to stream from a builder", "host": "destination host",
@@ -171,7 +172,7 @@ def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
     """Carry a file (a .sif) to a host through its bastion: resumable, sha256-verified, renamed only when whole."""
     from provision.ship import ship
 
-    console.print(_recipe_task(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
+    console.print(_or_fail(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
 
 
 @task(help={"name": "recipe in images/NAME/", "builder": "builder host", "to": "cluster host to ship the SIF to",
@@ -181,7 +182,7 @@ def pipeline(c, name, builder, to=None, registry=None, inventory=INVENTORY):
     from provision.pipeline.chain import run_pipeline
     from provision.pipeline.recipes import IMAGES_DIR
 
-    result = _recipe_task(lambda: run_pipeline(name, builder, to, Path(inventory), registry, IMAGES_DIR, _lines, console))
+    result = _or_fail(lambda: run_pipeline(name, builder, to, Path(inventory), registry, IMAGES_DIR, _lines, console))
     console.print(f"pipeline {name}: {', '.join(result.stages)} done" + (f"; {result.shipped}" if result.shipped else ""))
 
 
@@ -199,7 +200,7 @@ def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, inven
     """sbatch `apptainer exec` of a shipped SIF through the bastion: invoke submit NAME HOST [...] -- CMD."""
     from provision.cluster.jobs import submit as submit_job
 
-    result = _recipe_task(lambda: submit_job(name, host, Path(inventory), partition, int(gpus) if gpus else None, time,
+    result = _or_fail(lambda: submit_job(name, host, Path(inventory), partition, int(gpus) if gpus else None, time,
                                              tuple(bind or ()), tuple(_after_double_dash())))
     console.print(result.summary())
 
@@ -209,7 +210,7 @@ def jobs(c, host, inventory=INVENTORY):
     """List your Slurm jobs on the cluster."""
     from provision.cluster.jobs import jobs as list_jobs, jobs_table
 
-    console.print(jobs_table(_recipe_task(lambda: list_jobs(host, Path(inventory)))))
+    console.print(jobs_table(_or_fail(lambda: list_jobs(host, Path(inventory)))))
 
 
 @task(help={"job": "Slurm job id", "host": "cluster login host", "follow": "stream the output until the job ends",
@@ -218,7 +219,7 @@ def logs(c, job, host, follow=False, inventory=INVENTORY):
     """Show a job's output (--follow: until it ends)."""
     from provision.cluster.jobs import logs as job_logs
 
-    result = _recipe_task(lambda: job_logs(job, host, Path(inventory), follow, _lines))
+    result = _or_fail(lambda: job_logs(job, host, Path(inventory), follow, _lines))
     console.print(f"job {result.job_id}: {result.state} ({result.output_path})", style="dim")
 
 
@@ -230,7 +231,7 @@ def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None
     """Start a recipe's notebook as an Apptainer instance (or a job) and print the SSH tunnel to reach it."""
     from provision.cluster.notebook import notebook as run_notebook
 
-    result = _recipe_task(lambda: run_notebook(name, host, Path(inventory), int(port) if port else None, stop,
+    result = _or_fail(lambda: run_notebook(name, host, Path(inventory), int(port) if port else None, stop,
                                                on_node=on_node, partition=partition,
                                                gpus=int(gpus) if gpus else None))
     console.print(result.summary())

@@ -87,7 +87,10 @@ def provision(inventory_path: Path, host: str | None, group: str | None, roles_o
 def facts(inventory_path: Path, host: str, accept_new: bool, timeouts: Timeouts) -> dict[str, Any]:
     """Gather one host's facts (one round trip)."""
     inventory = load_inventory(inventory_path)
-    target = inventory.host(host)
+    return _gather(inventory, inventory.host(host), accept_new, timeouts)
+
+
+def _gather(inventory: Inventory, target: Host, accept_new: bool, timeouts: Timeouts) -> dict[str, Any]:
     transport = open_transport(target, inventory, accept_new, timeouts)
     try:
         transport.open()
@@ -100,7 +103,7 @@ def preflight(inventory_path: Path, host: str, extra: dict[str, Any], accept_new
     """The GPU decision for one host from its real facts and its variables (raises PreflightError)."""
     inventory = load_inventory(inventory_path)
     target = inventory.host(host)
-    found = facts(inventory_path, host, accept_new, timeouts)
+    found = _gather(inventory, target, accept_new, timeouts)
     defaults = {}
     for role in load_roles(ROLES_DIR, ["nvidia_driver"]):
         defaults.update(role.defaults)

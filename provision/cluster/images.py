@@ -1,16 +1,15 @@
 """Which SIF a run means, and the proof that the cluster holds it: the expected sha256 against what is there."""
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from provision.cluster.remote import PREFLIGHT_SCRIPT, LoginSession, values
 from provision.cluster.slurm import SINFO_FORMAT, ClusterError, Partition, parse_partitions
+from provision.transfer.sources import local_sha256
 from provision.yamlfile import load_yaml
 
-CHUNK = 4 << 20
 SIDECAR = re.compile(r"^([0-9a-f]{64}) (\d+ \d+ \d+)$")
 
 
@@ -49,14 +48,6 @@ def image_ref(name_or_sif: str, sif_dir: str) -> ImageRef:
     return ImageRef(stem, f"{sif_dir.rstrip('/')}/{stem}.sif", None)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_on_cluster(session: LoginSession, ref: ImageRef, rehash: bool = False) -> ClusterImage:
     """The SIF is on the cluster with the expected sha256 (the local file's, else ship's sidecar's); else ClusterError.
 
@@ -76,7 +67,7 @@ def verify_on_cluster(session: LoginSession, ref: ImageRef, rehash: bool = False
     vouched = sidecar and sidecar.group(2) == found["final"][0]
     actual = found["sha256"][0] if "sha256" in found else sidecar.group(1)
     if ref.local_path is not None:
-        expected, source = file_sha256(ref.local_path), f"the local {ref.local_path}"
+        expected, source = local_sha256(str(ref.local_path)), f"the local {ref.local_path}"
     elif sidecar:
         expected, source = sidecar.group(1), "ship's record"
     else:

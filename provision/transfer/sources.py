@@ -95,6 +95,11 @@ def open_source(source: str, inventory: Inventory, options: SshOptions) -> Sourc
         size, mtime, inode = map(int, stat)
         identity = f"{builder}@{hop.address}:{remote_path}:{size}:{mtime}:{inode}"
         return Source(source, _base_name(remote_path, source), size, identity, remote_path, prefix)
+    return local_source(source)
+
+
+def local_source(source: str) -> Source:
+    """A file on this machine, identified by path, size, mtime and inode."""
     path = Path(source).expanduser()
     try:
         stat = path.stat()
@@ -104,6 +109,17 @@ def open_source(source: str, inventory: Inventory, options: SshOptions) -> Sourc
         raise ShipError(f"{source}: not a regular file")
     identity = f"local:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
     return Source(source, _base_name(str(path), source), stat.st_size, identity, str(path))
+
+
+def local_sha256(source: str) -> str:
+    """A local file's sha256, from ship's hash cache when this version was hashed before."""
+    src = local_source(source)
+    cache = HashCache(HashCache.default_path())
+    known = cache.get(src.identity)
+    if known is None:
+        known = src.sha256()
+        cache.put(src.identity, known)
+    return known
 
 
 def _base_name(path: str, label: str) -> str:
