@@ -69,6 +69,9 @@ def cluster():
                     slurm.Partition("gpu", (NODES[1],), "02:00:00"),
                     slurm.Partition("short", (NODES[0],), "00:10:00")),
         gpu_nodes=(NODES[1],))
+    # A restarted slurmctld numbers jobs from 1 again: outputs of an earlier run must not pass for new ones.
+    for stale in [*made.shared_dir.rglob("*.out"), *made.shared_dir.rglob("*.sbatch")]:
+        stale.unlink()
     slurm.ensure_cluster(lab, made)
     netns = lab.host(LOGIN).netns
     subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], check=True)
