@@ -13,6 +13,7 @@ from provision.ops import OpContext, Step
 from provision.roles import Role, Task, find_handler
 from provision.secrets import Secret, resolve_secrets, secret_shell_name
 from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
+from provision.values import check_variables, one_line
 
 DEFAULT_APT_LOCK_TIMEOUT = 600
 
@@ -72,6 +73,7 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
+    check_variables(variables, {k: v for role in roles for k, v in role.kinds.items()}, f"host {host.name}", RoleError)
     context = {**variables, **base}
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
@@ -159,7 +161,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
     prelude = importlib.resources.files("provision").joinpath("prelude.sh").read_text()
     parts = [
         "#!/bin/sh",
-        f"# provision: host {plan.host}, roles {', '.join(plan.roles)}",
+        f"# provision: host {one_line(plan.host)}, roles {one_line(', '.join(plan.roles))}",
         "# SC2317: step functions are called by name; SC2016: quoted literals such as $(ARCH) are apt's;",
         "# SC2043: loops over a list that may hold one item.",
         "# shellcheck disable=SC2317,SC2016,SC2043",
@@ -175,7 +177,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
     for planned in plan.steps + plan.handlers:
         if planned.step.control == "flush":
             continue
-        parts.append(f"# {planned.id}: {planned.label.replace(chr(10), ' ')}")
+        parts.append(f"# {planned.id}: {one_line(planned.label)}")
         parts.append(_function(f"s{planned.id}_check", planned.step.check))
         parts.append(_function(f"s{planned.id}_apply", planned.step.apply))
         if planned.step.path:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.errors import InventoryError
+from provision.values import check_connection_variables, check_name
 from provision.yamlfile import Located, display_path, load_yaml
 
 GROUP_KEYS = {"hosts", "vars", "children"}
@@ -80,6 +81,7 @@ class Inventory:
         for group in sorted(groups, key=lambda g: (self._depth(g), g)):
             merged.update(self.groups[group].vars)
         merged.update(self.host_vars[name])
+        check_connection_variables(merged, name, InventoryError)
         return Host(name, merged, sorted(groups - {"all"}))
 
     def select(self, host: str | None = None, group: str | None = None) -> list[Host]:
@@ -154,12 +156,15 @@ def _read_group(name: str, body: Any, parent: str | None, groups: dict, host_var
         raise InventoryError(
             f"{line}: group '{name}' has unknown key '{sorted(unknown)[0]}' (groups take hosts:, vars:, children:)"
         )
+    check_name("group", name, line, InventoryError)
     group = groups.setdefault(name, Group(name))
     if parent and parent not in group.parents:
         group.parents.append(parent)
     group.vars.update(_mapping(body.get("vars"), f"group '{name}' vars", line))
     for host, hvars in _mapping(body.get("hosts"), f"group '{name}' hosts", line).items():
         host = str(host)
+        host_line = getattr(body.get("hosts"), "key_lines", {}).get(host) or getattr(body, "line", 0)
+        check_name("host", host, f"{where}:{host_line}", InventoryError)
         hvars = _mapping(hvars, f"host '{host}'", f"{where}:{getattr(hvars, 'line', getattr(body, 'line', 0))}")
         host_vars.setdefault(host, {}).update(hvars)
         if host not in group.hosts:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from provision.values import LocatedStr
+
 
 class Located(dict):
     """A mapping from a YAML file that knows its file and 1-based line."""
@@ -58,6 +60,11 @@ def _refuse_vault(loader: _LineLoader, node: yaml.Node):
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_located)
+def _construct_str(loader: _LineLoader, node: yaml.ScalarNode) -> LocatedStr:
+    return LocatedStr(loader.construct_scalar(node), f"{loader.name}:{node.start_mark.line + 1}")
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 _LineLoader.add_constructor("!vault", _refuse_vault)
 _LineLoader.add_constructor("!vault-encrypted", _refuse_vault)
 
