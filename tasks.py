@@ -7,6 +7,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 from rich.console import Console
+from rich.markup import escape
 
 from provision.errors import ProvisionError
 from provision.lab.invoke_tasks import lab
@@ -18,7 +19,7 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 def _fail(exc: ProvisionError) -> Exit:
-    console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+    console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
     return Exit(code=2)
 
 
@@ -38,16 +39,18 @@ def _fail(exc: ProvisionError) -> Exit:
         "connect_timeout": "seconds to wait for a connection (default 15)",
     },
 )
-def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=10,
-              inventory=INVENTORY, accept_new=False, connect_timeout=15):
+def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=None,
+              inventory=INVENTORY, accept_new=False, connect_timeout=None):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
     from provision import cli
     from provision.connection import Timeouts
     from provision.runner import RunOptions
 
     try:
-        options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
-                             timeouts=Timeouts(connect=float(connect_timeout)), extra=cli.parse_extra(extra))
+        options = RunOptions(check=check, diff=diff, accept_new=accept_new,
+                             parallel=cli.number_option(parallel or 10, "--parallel"),
+                             timeouts=Timeouts(connect=cli.number_option(connect_timeout or 15, "--connect-timeout", 0.1, whole=False)),
+                             extra=cli.parse_extra(extra))
         results = cli.provision(Path(inventory), host, group, roles, options, json, console)
     except ProvisionError as exc:
         raise _fail(exc) from None

@@ -96,6 +96,8 @@ class Inventory:
         if group:
             for name in group.split(","):
                 names.extend(self._members(name.strip()))
+        if not names:
+            raise InventoryError(f"--group {group} selects no hosts in {self.source}")
         return [self.host(name) for name in dict.fromkeys(names)]
 
     def _members(self, group: str) -> list[str]:

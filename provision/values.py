@@ -117,6 +117,8 @@ def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
 def describe(variable: str, bad: Any, kind: Kind, source: str) -> str:
     """The one line that refuses a value: where it came from, the variable, the value, what it may be."""
     where = getattr(bad, "where", "") or source
+    if where == "-e":
+        return f"-e {variable}: {str(bad)!r} is not {kind.says}"
     return f"{where}: variable {variable}: {str(bad)!r} is not {kind.says}"
 
 
