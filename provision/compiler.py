@@ -9,7 +9,7 @@ from typing import Any
 from provision.errors import RoleError
 from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
-from provision.ops import OpContext, Step
+from provision.ops import OPERATIONS, OpContext, Step
 from provision.roles import Role, Task, find_handler
 from provision.secrets import Secret, resolve_secrets, secret_shell_name
 from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
@@ -78,6 +78,10 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
     next_id = 1
+    if _uses_apt(roles):
+        repair = Task("dpkg", "repair an interrupted dpkg before any apt step", OPERATIONS["dpkg_repair"], {}, "(built in)")
+        steps.append(PlannedStep(next_id, repair, repair.op.build({}, OpContext(facts, repair.where, str))))
+        next_id += 1
     for role in roles:
         for task in role.tasks:
             if task.when is not None and not evaluate(env, task.when, context, task.where):
@@ -99,6 +103,17 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     timeout = int(variables.get("apt_lock_timeout", DEFAULT_APT_LOCK_TIMEOUT))
     known = [value for value in merged.values() if isinstance(value, Secret)]
     return Plan(host.name, [r.name for r in roles], steps, handler_steps, secrets, timeout, known)
+
+
+APT_OPERATIONS = {"apt_packages", "apt_repo", "dpkg_repair"}
+
+
+def _uses_apt(roles: list[Role]) -> bool:
+    """Whether any task (or handler) may run apt: an apt operation, or raw shell that calls it."""
+    for task in (t for role in roles for t in role.tasks + role.handlers):
+        if task.op.name in APT_OPERATIONS or any(word in str(task.args) for word in ("prov_apt", "apt-get", "dpkg -i")):
+            return True
+    return False
 
 
 def _role_of(roles: list[Role], task: Task) -> Role:

@@ -141,3 +141,18 @@ def _key_sh(args: dict, key_path: str) -> str:
 def _stale_sources_sh(uri: str, own_path: str, legacy: list[str]) -> str:
     """Shell printing other source files (and legacy files) that would clash with ours."""
     return f"prov_stale_sources {q(uri)} {q(own_path)} {sh_join(legacy)}".rstrip()
+
+
+@operation("dpkg_repair")
+def dpkg_repair(args: dict, ctx: OpContext) -> Step:
+    """Finish a dpkg run that was cut short (killed apt, power cut, reboot), before any apt step.
+
+    Without it apt refuses every later run: "dpkg was interrupted, you must manually run
+    'dpkg --configure -a'". The compiler puts this step first in every plan that uses apt.
+    """
+    return Step(
+        check="! prov_dpkg_interrupted",
+        apply="prov_dpkg_repair",
+        ok_reason="dpkg was not interrupted",
+        change="repair an interrupted dpkg (dpkg --configure -a, then apt-get -f install)",
+    )
