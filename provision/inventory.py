@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provision.connection_vars import (LOGIN_PASSWORD_VARS, Become, SshArgs, become_settings, connection_type,
+                                       parse_ssh_args)
 from provision.errors import InventoryError
 from provision.inventory_data import InventoryData
 from provision.inventory_ini import parse_ini
@@ -37,30 +39,64 @@ class Host:
         return default
 
     @property
+    def ssh_args(self) -> SshArgs:
+        """What ansible_ssh_common_args / _extra_args / _args ask for (refused in one line if we cannot honour it)."""
+        return parse_ssh_args(self.vars, self.name)
+
+    @property
     def address(self) -> str:
-        return str(self._first("ansible_host", "ansible_ssh_host", "host", default=self.name))
+        return str(self._first("ansible_host", "ansible_ssh_host", "host", default=None) or self.ssh_args.hostname
+                   or self.name)
 
     @property
     def user(self) -> str | None:
-        user = self._first("ansible_user", "ansible_ssh_user", "user")
+        user = self._first("ansible_user", "ansible_ssh_user", "user") or self.ssh_args.user
         return str(user) if user is not None else None
 
     @property
     def port(self) -> int | None:
         port = self._first("ansible_port", "ansible_ssh_port", "port")
-        return int(port) if port is not None else None
+        if port is None:
+            return self.ssh_args.port
+        try:
+            return int(port)
+        except (TypeError, ValueError):
+            raise InventoryError(f"host {self.name}: port {port!r} is not a number") from None
 
     @property
     def ssh_key(self) -> str | None:
-        return self._first("ssh_key", "ansible_ssh_private_key_file", "ansible_private_key_file")
+        return self._first("ssh_key", "ansible_ssh_private_key_file", "ansible_private_key_file") or self.ssh_args.identity
 
     @property
     def gateway(self) -> str | None:
-        return self._first("gateway")
+        return self._first("gateway") or self.ssh_args.proxy_jump
+
+    @property
+    def proxy_command(self) -> str | None:
+        return self.ssh_args.proxy_command
+
+    @property
+    def login_password(self) -> Any:
+        return self._first(*LOGIN_PASSWORD_VARS)
 
     @property
     def transport(self) -> str:
-        return str(self._first("connection", "ansible_connection", default="ssh"))
+        return connection_type(self.vars, self.name)
+
+    @property
+    def become(self) -> Become:
+        return become_settings(self.vars, self.name)
+
+    def check_connection(self) -> None:
+        """Refuse, before any connection, connection and become settings we cannot honour."""
+        if self.transport == "local":
+            return
+        self.port, self.address, self.become  # noqa: B018  (each raises InventoryError when malformed)
+        if self._first("gateway") and self.proxy_command:
+            raise InventoryError(f"host {self.name}: both a gateway ({self.gateway}) and an ssh ProxyCommand: keep one")
+        password = self.become.password
+        if isinstance(password, str) and ("\n" in password or "\r" in password):
+            raise InventoryError(f"host {self.name}: a become password cannot hold a line break")
 
 
 @dataclass
@@ -88,7 +124,9 @@ class Inventory:
                 f"unknown host '{name}' in {self.source}; known hosts: {', '.join(sorted(self.data.hosts)) or 'none'}"
             )
         member_of = self.data.groups_of(name)
-        return Host(name, self.merged_vars(name), sorted(member_of - {"all"}), self.magic_vars(name, member_of))
+        host = Host(name, self.merged_vars(name), sorted(member_of - {"all"}), self.magic_vars(name, member_of))
+        host.check_connection()
+        return host
 
     def merged_vars(self, name: str) -> dict[str, Any]:
         """Ansible's precedence (VariableManager.get_vars): all's inline vars < other groups' inline vars

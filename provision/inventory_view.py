@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from provision.connection_vars import BECOME_PASSWORD_VARS, LOGIN_PASSWORD_VARS
 from provision.inventory import Inventory
 from provision.secrets import REDACTED, Secret
 
 # Follows lib/ansible/cli/inventory.py of ansible-core 2.19 (json_inventory, _graph_group, dump).
 SECRET_KEYS = {"secret_env", "secret_file", "secret_ssm"}
+PASSWORD_VARS = set(BECOME_PASSWORD_VARS) | set(LOGIN_PASSWORD_VARS)
 
 
 def inventory_list(inventory: Inventory) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def inventory_list(inventory: Inventory) -> dict[str, Any]:
 
 def host_view(inventory: Inventory, name: str) -> dict[str, Any]:
     """ansible-inventory --host NAME: the host's merged variables, every secret shown as ***."""
-    return _redacted(inventory.host(name).vars)
+    return {key: REDACTED if key in PASSWORD_VARS else _redacted(value) for key, value in inventory.host(name).vars.items()}
 
 
 def _redacted(value: Any) -> Any:
