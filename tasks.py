@@ -15,7 +15,7 @@ from provision.lab.invoke_tasks import lab
 # Each task imports what it uses when it runs: `invoke provision` starts without the pipeline's modules.
 
 INVENTORY = "hosts"
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _fail(exc: ProvisionError) -> Exit:
@@ -108,6 +108,22 @@ def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_
     target.write_bytes(data.body)
     console.print(f"{target}: {len(data.body):,} bytes of EC2's 16,384 ({data.budget_left:,} left); "
                   f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
+
+
+@task(name="inventory", help={"list": "every group and host with merged vars, as ansible-inventory --list prints them",
+                              "host": "one host's merged variables (secrets shown as ***)",
+                              "graph": "the group tree with its hosts", "group": "the group --graph starts at (default all)",
+                              "inventory": "inventory directory or file (default hosts/)"})
+def inventory_task(c, list=False, host=None, graph=False, group="all", inventory=INVENTORY):
+    """Show the inventory as Ansible reads it: --list (JSON), --host NAME, or --graph."""
+    from provision.inventory import load_inventory
+    from provision.inventory_view import dump, graph as group_tree, host_view, inventory_list
+
+    if not (list or host or graph):
+        raise _fail(ProvisionError("say what to show: --list, --host NAME or --graph"))
+    loaded = _or_fail(lambda: load_inventory(Path(inventory)))
+    print(_or_fail(lambda: dump(host_view(loaded, host)) if host else group_tree(loaded, group) if graph
+                   else dump(inventory_list(loaded))))
 
 
 def _lines(line: str) -> None:
@@ -240,5 +256,5 @@ def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None
     console.print(result.summary())
 
 
-namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
+namespace = Collection(provision, inventory_task, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
                        notebook, lab)

@@ -91,7 +91,7 @@ def ship(source: str, host: str, inventory_dir: Path, dest_dir: str | None = Non
 
     argv = ssh_argv(hop, inventory, options, sh_command(
         RECEIVE_SCRIPT, directory, src.name, src.tag, str(src.size), str(offset), probe.hasher))
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     with _progress_bar(console) as progress:
         task = progress.add_task(f"{src.name} → {host}", total=src.size, completed=offset)
         sha256, sent, returncode, output, errors = _stream(src, offset, argv, lambda n: progress.advance(task, n))
