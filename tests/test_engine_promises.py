@@ -14,8 +14,11 @@ from tests.helpers import roles_with, write
 pytestmark = pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs coreutils")
 
 # Values a shell would run if any operation pasted them unquoted into the script.
+# Those without spaces or quotes create their file by a bare redirection.
 HOSTILE = ["$(touch {root}/pwned-subst)", "`touch {root}/pwned-tick`", "x; touch {root}/pwned-semi",
-           "a|touch {root}/pwned-pipe", "b&&touch {root}/pwned-and", "c\ntouch {root}/pwned-newline"]
+           "a|touch {root}/pwned-pipe", "b&&touch {root}/pwned-and", "c\ntouch {root}/pwned-newline",
+           "$(>{root}/pwned-bare-subst)", "`>{root}/pwned-bare-tick`", "x;>{root}/pwned-bare-semi",
+           "a|>{root}/pwned-bare-pipe", "b&>{root}/pwned-bare-amp", "${{HOME:+c}}>{root}/pwned-bare-redirect"]
 
 
 def make_project(tmp_path, monkeypatch, tasks: str, handlers: str = "", host_vars: str = "", hosts: str = "here"):
@@ -91,7 +94,7 @@ def test_hostile_values_reach_the_host_literally_through_every_operation(tmp_pat
         - name: A file named by the value, holding it
           file: {path: "{{ t_root }}/files/{{ t_value }}", content: "{{ t_value }}", owner: "{{ t_owner }}", group: "{{ t_group }}"}
         - name: A line holding the value
-          line: {path: "{{ t_root }}/lines", line: "{{ t_value }}", regexp: "{{ t_value }}"}
+          line: {path: "{{ t_root }}/lines", line: "hostile={{ t_value }}", regexp: "^hostile="}
         - name: A command given the value as an argument
           command: {run: [sh, -c, 'printf "%s" "$1" > "$2"', sh, "{{ t_value }}", "{{ t_root }}/argv"], unless: [test, -e, "{{ t_root }}/argv"]}
         - name: A command guarded by a path holding the value
@@ -115,7 +118,7 @@ def test_hostile_values_reach_the_host_literally_through_every_operation(tmp_pat
         assert result.status == "changed", (value, result.error)
         assert (root / "dirs" / value).is_dir()
         assert (root / "files" / value).read_text() == value
-        assert value in (root / "lines").read_text().splitlines()
+        assert (root / "lines").read_text().splitlines() == [f"hostile={value}"]
         assert (root / "argv").read_text() == value
         assert (root / f"made {value}").exists()
         assert json.loads((root / "data.json").read_text()) == {"key": value}
