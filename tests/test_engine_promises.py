@@ -170,3 +170,23 @@ def test_check_mode_leaves_no_notified_handler_behind(tmp_path, monkeypatch):
     assert [s.status for s in checked.steps] == ["would-change", "would-change"]
     assert run().status == "ok", "nothing changed, so nothing to restart"
     assert (root / "restarts").read_text() == "restarted\n"
+
+
+def test_verifications_report_their_last_line_and_a_failed_one_stops_the_host(tmp_path, monkeypatch):
+    run, root = make_project(tmp_path, monkeypatch, """
+        - name: Passes
+          verify: {shell: "echo looking; echo GPU 0: Example", expect: "GPU 0:"}
+        - name: Does not apply here
+          command: {shell: "touch {{ t_root }}/never", unless_shell: "echo no such thing on this host; exit 77"}
+        - name: Fails
+          verify: {run: [sh, -c, "echo no GPU found; exit 3"]}
+        - name: Never reached
+          file: {path: "{{ t_root }}/after", content: x}
+    """)
+    result = run()
+    steps = {s.task: s for s in result.steps}
+    assert (steps["Passes"].status, steps["Passes"].detail) == ("ok", "GPU 0: Example")
+    assert steps["Does not apply here"].status == "skipped", "exit 77 from a check: not applicable here"
+    assert steps["Fails"].status == "failed" and result.status == "failed"
+    assert "no GPU found" in result.error
+    assert not (root / "never").exists() and not (root / "after").exists()
