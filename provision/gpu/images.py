@@ -22,6 +22,16 @@ def _architectures(names: list[str]) -> list[Architecture]:
     return found
 
 
+def base_image_cuda(base_image: str) -> tuple[str, bool] | None:
+    """(CUDA version, is it an NGC framework image) of a base image this module knows, else None."""
+    ngc = _NGC_PYTORCH.fullmatch(base_image.strip())
+    if ngc:
+        row = table().ngc_tag(ngc["tag"])
+        return (row.cuda, True) if row else None
+    cuda_base = _CUDA_BASE.fullmatch(base_image.strip())
+    return (cuda_base["cuda"], False) if cuda_base else None
+
+
 def check_image_for_gpus(base_image: str, architectures: list[str]) -> None:
     """Raise PreflightError if base_image cannot run on one of the architectures; other images pass.
 
