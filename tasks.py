@@ -88,6 +88,20 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     console.print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
 
 
+@task(iterable=["extra"], help={"roles": "roles for the check-mode run, comma-separated (default: the builder's)",
+                                "save": "directory to keep nvidia-smi's raw outputs in (real captures for fixtures)",
+                                "json": "write the check-mode run's report here", "extra": "variable key=value"})
+def gpucheck(c, roles=None, save=None, json=None, extra=None):
+    """On a machine with an NVIDIA GPU: facts, preflight, nvidia-smi's parsers and a check-mode builder run, here."""
+    from provision import cli
+    from provision.gpu.machine_check import BUILDER_ROLES, gpu_check
+
+    names = roles.split(",") if roles else list(BUILDER_ROLES)
+    checks = _or_fail(lambda: gpu_check(console, names, cli.parse_extra(extra), Path(save) if save else None, json))
+    if any(check.ok is False for check in checks):
+        raise Exit(code=1)
+
+
 @task(iterable=["extra"], help={
     "host": "host name from the inventory (its declared_facts say what the instance will be)",
     "roles": "roles to apply, comma-separated (default: the host's roles variable)",
@@ -256,5 +270,5 @@ def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None
     console.print(result.summary())
 
 
-namespace = Collection(provision, inventory_task, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
+namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
                        notebook, lab)
