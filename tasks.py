@@ -32,22 +32,26 @@ def _fail(exc: ProvisionError) -> Exit:
         "diff": "show unified diffs of file-like steps",
         "extra": "variable key=value (value read as YAML) or @file.yml; repeatable; wins over the inventory",
         "json": "write a JSON report to this file",
-        "parallel": "hosts at once (default 10)",
+        "parallel": "hosts at once (default 50, at most 500); a pool of that many threads works through the hosts",
         "inventory": "inventory directory or file (default hosts/)",
         "accept_new": "record unknown host keys in the inventory's known_hosts instead of refusing them",
         "connect_timeout": "seconds to wait for a connection (default 15)",
+        "connect_retries": "more attempts, with backoff, when a connect fails for a passing reason (no route, refused, "
+                           "reset, timed out; default 2, 0 for none); a host's connect_retries variable wins",
     },
 )
-def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=10,
-              inventory=INVENTORY, accept_new=False, connect_timeout=15):
+def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=50,
+              inventory=INVENTORY, accept_new=False, connect_timeout=15, connect_retries=2):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
     from provision import cli
     from provision.connection import Timeouts
+    from provision.retry import check_retries
     from provision.runner import RunOptions
 
     try:
+        timeouts = Timeouts(connect=float(connect_timeout), connect_retries=check_retries(connect_retries, "--connect-retries"))
         options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
-                             timeouts=Timeouts(connect=float(connect_timeout)), extra=cli.parse_extra(extra))
+                             timeouts=timeouts, extra=cli.parse_extra(extra))
         results = cli.provision(Path(inventory), host, group, roles, options, json, console)
     except ProvisionError as exc:
         raise _fail(exc) from None

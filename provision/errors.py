@@ -17,6 +17,10 @@ class ConnectError(ProvisionError):
     """A host could not be reached, or its link was lost."""
 
 
+class TransientConnectError(ConnectError):
+    """A connection failed for a reason that may pass (no route, refused, reset, timed out): worth another attempt."""
+
+
 class HostKeyError(ConnectError):
     """A host presented a key that known_hosts does not vouch for."""
 
