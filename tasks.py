@@ -171,12 +171,18 @@ def sif(c, name, on, from_registry=None, inventory=INVENTORY):
 
 
 @task(name="ship", help={"file": "a local file, or BUILDER:PATH to stream from a builder", "host": "destination host",
-                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory"})
-def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
+                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory",
+                         "connect_retries": "more attempts when ssh fails to connect for a passing reason (default 2, 0 for none)"})
+def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY, connect_retries=2):
     """Carry a file (a .sif) to a host through its bastion: resumable, sha256-verified, renamed only when whole."""
+    from provision.retry import check_retries
     from provision.ship import ship
+    from provision.transfer.openssh import SshOptions
 
-    console.print(_or_fail(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
+    def body():
+        options = SshOptions(connect_retries=check_retries(connect_retries, "--connect-retries"))
+        return ship(file, host, Path(inventory), dest_dir, console=console, options=options)
+    console.print(_or_fail(body).summary())
 
 
 @task(help={"name": "recipe in images/NAME/", "builder": "builder host", "to": "cluster host to ship the SIF to",

@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from provision.inventory import Inventory, load_inventory
-from provision.errors import LinkLostError, NoRoomError, ShipError, VerifyError
+from provision.inventory import Host, Inventory, load_inventory
+from provision.errors import LinkLostError, NoRoomError, ShipError, TransientConnectError, VerifyError
+from provision.retry import RetryPolicy, openssh_transient, policy_for, with_retries
 from provision.transfer.openssh import Hop, SshOptions, resolve_hop, sh_command, ssh_argv
 from provision.transfer.remote import (PROBE_SCRIPT, RECEIVE_SCRIPT, Probe, parse_probe,
                                        receiver_outcome)
@@ -67,6 +68,23 @@ def ship(source: str, host: str, inventory_dir: Path, dest_dir: str | None = Non
     started = time.monotonic()
     inventory = load_inventory(Path(inventory_dir))
     target = inventory.host(host)
+    policy = policy_for(target, RetryPolicy(options.connect_retries, options.retry_backoff))
+    console = console or Console(stderr=True)
+
+    def retrying(attempt: int, delay: float, exc: Exception) -> None:
+        console.print(f"{host}: connect attempt {attempt} failed, again in {delay:g}s: {exc}", style="yellow",
+                      markup=False, highlight=False)
+
+    try:  # a connect that fails for a passing reason starts over from the probe, which finds what arrived
+        return with_retries(lambda: _ship_once(source, target, inventory, dest_dir, console, hash_cache, options, started),
+                            policy, retrying)
+    except TransientConnectError as exc:
+        raise LinkLostError(str(exc)) from None
+
+
+def _ship_once(source: str, target: Host, inventory: Inventory, dest_dir: str | None, console: Console,
+               hash_cache: Path | None, options: SshOptions, started: float) -> ShipResult:
+    host = target.name
     hop = resolve_hop(target, inventory)
     directory = str(dest_dir or target.vars.get("sif_dir") or DEFAULT_SIF_DIR)
     cache = HashCache(hash_cache or HashCache.default_path())
@@ -91,7 +109,6 @@ def ship(source: str, host: str, inventory_dir: Path, dest_dir: str | None = Non
 
     argv = ssh_argv(hop, inventory, options, sh_command(
         RECEIVE_SCRIPT, directory, src.name, src.tag, str(src.size), str(offset), probe.hasher))
-    console = console or Console(stderr=True)
     with _progress_bar(console) as progress:
         task = progress.add_task(f"{src.name} → {host}", total=src.size, completed=offset)
         sha256, sent, returncode, output, errors = _stream(src, offset, argv, lambda n: progress.advance(task, n))
@@ -107,7 +124,8 @@ def _probe(hop: Hop, inventory: Inventory, options: SshOptions, directory: str, 
     except subprocess.TimeoutExpired:
         raise LinkLostError(f"{hop.label} ({hop.address}): no answer within {PROBE_TIMEOUT:g}s") from None
     if done.returncode == 255:
-        raise LinkLostError(f"{hop.label} ({hop.address}): ssh failed: {_tail(done.stderr)}")
+        kind = TransientConnectError if openssh_transient(done.returncode, done.stderr) else LinkLostError
+        raise kind(f"{hop.label} ({hop.address}): ssh failed: {_tail(done.stderr)}")
     probe = parse_probe(done.stdout, f"{hop.label}:{directory}")
     if done.returncode != 0:
         raise ShipError(f"{hop.label}:{directory}: probe exited {done.returncode}: {_tail(done.stderr)}")
@@ -210,6 +228,8 @@ def _check_outcome(host: str, src: Source, final_path: str, offset: int, sent: i
     if returncode == 0 and outcome.get("ok") == sha256:
         return
     where = f"{host}:{final_path}"
+    if not outcome and openssh_transient(returncode, errors):  # ssh never reached the receiver: nothing arrived
+        raise TransientConnectError(f"{where}: ssh failed before sending: {_tail(errors)}")
     if "mismatch" in outcome:
         raise VerifyError(f"{where}: sha256 at the far end {outcome['mismatch']} differs from the sender's "
                           f"{sha256}; the partial file was removed, nothing renamed; ship again")

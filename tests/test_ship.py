@@ -153,3 +153,47 @@ def test_stream_sends_only_past_the_offset_and_stops_cleanly_when_the_far_end_di
     assert (tmp_path / "received").read_bytes() == data[1 << 20:] + sha.encode() + b"\n"
     sha, sent, code, out, _ = ship_module._stream(source, 0, ["sh", "-c", "head -c 1000 >/dev/null; exit 7"], lambda n: None)
     assert code == 7 and sent < len(data)
+
+
+def _probe_answers(monkeypatch, answers: list[tuple[int, str]]) -> list[list[str]]:
+    """The probe's ssh answers these (exit status, stderr) in turn, then a destination without room."""
+    calls: list[list[str]] = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        if answers:
+            code, stderr = answers.pop(0)
+            return subprocess.CompletedProcess(argv, code, "", stderr)
+        return subprocess.CompletedProcess(argv, 0, f"hasher=openssl\ndf={DF}\ndir=/sif\n", "")
+    monkeypatch.setattr(ship_module.subprocess, "run", run)
+    monkeypatch.setattr(ship_module, "_stream", lambda *a: pytest.fail("streamed although there is no room"))
+    return calls
+
+
+def _ship_big(tmp_path, retries: int):
+    (tmp_path / "big.sif").write_bytes(b"z" * (2 << 20))  # more than the 1 MiB the probe reports free
+    return ship(str(tmp_path / "big.sif"), "hpc1", tmp_path, console=Console(quiet=True), hash_cache=tmp_path / "h.json",
+                options=SshOptions(connect_retries=retries, retry_backoff=0.01))
+
+
+def test_a_probe_that_cannot_connect_for_a_passing_reason_is_tried_again(inventory, tmp_path, monkeypatch):
+    calls = _probe_answers(monkeypatch, [(255, "ssh: connect to host 10.0.0.5 port 22: No route to host"),
+                                         (255, "kex_exchange_identification: read: Connection reset by peer")])
+    with pytest.raises(NoRoomError):  # the third attempt got through to the far end
+        _ship_big(tmp_path, retries=2)
+    assert len(calls) == 3
+
+
+def test_with_retries_off_a_failed_connect_fails_at_once(inventory, tmp_path, monkeypatch):
+    calls = _probe_answers(monkeypatch, [(255, "ssh: connect to host 10.0.0.5 port 22: No route to host")])
+    with pytest.raises(ship_module.LinkLostError, match="No route to host"):
+        _ship_big(tmp_path, retries=0)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("stderr", ["Host key verification failed.", "u@10.0.0.5: Permission denied (publickey)."])
+def test_host_key_and_authentication_failures_of_ship_are_never_retried(inventory, tmp_path, monkeypatch, stderr):
+    calls = _probe_answers(monkeypatch, [(255, stderr)] * 3)
+    with pytest.raises(ship_module.LinkLostError, match=stderr.split()[-1].rstrip(".")):
+        _ship_big(tmp_path, retries=2)
+    assert len(calls) == 1

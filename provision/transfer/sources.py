@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from provision.inventory import Inventory
-from provision.errors import ShipError
+from provision.errors import ShipError, TransientConnectError
+from provision.retry import openssh_transient
 from provision.transfer.openssh import SshOptions, resolve_hop, sh_command, ssh_argv
 
 CHUNK = 4 << 20  # bytes per read: large enough that the per-call costs vanish against hashing
@@ -73,6 +74,8 @@ def _read_all(stream: BinaryIO, size: int, label: str) -> Iterator[bytes]:
 
 def _run(argv: list[str], label: str) -> str:
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    if openssh_transient(done.returncode, done.stderr):  # the builder did not answer yet: ship tries again
+        raise TransientConnectError(f"{label}: ssh failed: {done.stderr.strip()[-300:]}")
     if done.returncode != 0:
         raise ShipError(f"{label}: {shlex.join(argv[-1:])} failed with exit {done.returncode}: "
                         f"{done.stderr.strip()[-300:]}")
