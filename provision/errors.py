@@ -69,5 +69,9 @@ class VerifyError(ShipError):
     """The far end's sha256 differs from the sender's; nothing was renamed to the final name."""
 
 
+class KeptPartMismatchError(VerifyError):
+    """A resumed ship's whole-file sha256 differed: the part kept at the far end was not the source's (it was removed)."""
+
+
 class LinkLostError(ConnectError):
     """The link died mid-transfer; the partial file stays at the far end for the next ship."""

@@ -197,3 +197,56 @@ def test_host_key_and_authentication_failures_of_ship_are_never_retried(inventor
     with pytest.raises(ship_module.LinkLostError, match=stderr.split()[-1].rstrip(".")):
         _ship_big(tmp_path, retries=2)
     assert len(calls) == 1
+
+
+@pytest.fixture
+def local_ship(tmp_path, monkeypatch):
+    """ship() whose ssh is a local sh: the real probe and receiver scripts, into tmp_path/far."""
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "inventory.yml").write_text(yaml.safe_dump(
+        {"all": {"hosts": {"here": {"ansible_host": "127.0.0.1", "sif_dir": str(tmp_path / "far")}}}}))
+    monkeypatch.setattr(ship_module, "ssh_argv", lambda hop, inventory, options, command=None, forward=None:
+                        ["sh", "-c", command])
+
+    def run(path):
+        return ship(str(path), "here", tmp_path / "hosts", console=Console(quiet=True), hash_cache=tmp_path / "h.json")
+    return run
+
+
+def _interrupted(tmp_path, size: int, kept: int, tamper: bool = False) -> tuple[bytes, Path]:
+    """A source of `size` bytes and, at the far end, the partial an interrupted ship of it left (`kept` bytes)."""
+    data = os.urandom(size)
+    (tmp_path / "img.sif").write_bytes(data)
+    far = tmp_path / "far"
+    far.mkdir(exist_ok=True)
+    part = far / f".img.sif.{open_source(str(tmp_path / 'img.sif'), None, SshOptions()).tag}.ship-part"
+    kept_bytes = bytearray(data[:kept])
+    if tamper:
+        kept_bytes[kept // 3] ^= 0xFF  # one byte in the middle of the kept part changed since it was written
+    part.write_bytes(bytes(kept_bytes))
+    return data, far
+
+
+def test_a_resumed_ship_sends_only_the_rest_and_checks_the_whole_file(tmp_path, local_ship):
+    data, far = _interrupted(tmp_path, 9 << 20, 5 << 20)
+    result = local_ship(tmp_path / "img.sif")
+    assert (result.resumed_from, result.bytes_sent) == (5 << 20, 4 << 20)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert (far / "img.sif").read_bytes() == data
+    assert sorted(p.name for p in far.iterdir()) == [".img.sif.ship", "img.sif"]  # no partial, sum or pid files left
+
+
+def test_a_tampered_partial_is_detected_and_the_whole_file_sent_again(tmp_path, local_ship):
+    data, far = _interrupted(tmp_path, 9 << 20, 5 << 20, tamper=True)
+    result = local_ship(tmp_path / "img.sif")
+    assert (result.resumed_from, result.bytes_sent) == (0, 9 << 20)
+    assert (far / "img.sif").read_bytes() == data
+    assert (far / ".img.sif.ship").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_receiver_resuming_from_a_tampered_partial_renames_nothing(tmp_path):
+    data = os.urandom(3 << 20)
+    (tmp_path / ".x.sif.tag.ship-part").write_bytes(b"\0" * (1 << 20))
+    done = receive(tmp_path, "x.sif", data[1 << 20:], offset=1 << 20, trailer=hashlib.sha256(data).hexdigest())
+    assert done.returncode == 6 and b"mismatch=" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

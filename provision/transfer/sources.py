@@ -35,12 +35,15 @@ class Source:
         """A short name for this version of the source, part of the partial file's name."""
         return hashlib.sha256(self.identity.encode()).hexdigest()[:12]
 
-    def chunks(self) -> Iterator[bytes]:
-        """The file's bytes from the start, CHUNK at a time; ShipError when the read fails."""
+    def chunks(self, start: int = 0) -> Iterator[bytes]:
+        """The file's bytes from `start` (a local file; a builder's from 0), CHUNK at a time; ShipError when the read fails."""
         if self.builder_command is None:
             with open(self.path, "rb") as stream:
-                yield from _read_all(stream, self.size, self.label)
+                stream.seek(start)
+                yield from _read_all(stream, self.size - start, self.label)
             return
+        if start:
+            raise ShipError(f"{self.label}: a builder's file is read from its start")
         command = self.builder_command + [sh_command('exec cat -- "$1"', self.path)]
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
