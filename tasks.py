@@ -33,24 +33,29 @@ def _fail(exc: ProvisionError) -> Exit:
         "diff": "show unified diffs of file-like steps",
         "extra": "variable key=value (value read as YAML) or @file.yml; repeatable; wins over the inventory",
         "json": "write a JSON report to this file",
-        "parallel": "hosts at once (default 10)",
+        "parallel": "hosts at once (default 50, at most 500); a pool of that many threads works through the hosts",
         "inventory": "inventory directory or file (default hosts/)",
         "accept_new": "record unknown host keys in the inventory's known_hosts instead of refusing them",
         "connect_timeout": "seconds to wait for a connection (default 15)",
+        "connect_retries": "more attempts, with backoff, when a connect fails for a passing reason (no route, refused, "
+                           "reset, timed out; default 2, 0 for none); a host's connect_retries variable wins",
     },
 )
 def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=None,
-              inventory=INVENTORY, accept_new=False, connect_timeout=None):
+              inventory=INVENTORY, accept_new=False, connect_timeout=None, connect_retries=None):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
     from provision import cli
     from provision.connection import Timeouts
+    from provision.retry import check_retries
     from provision.runner import RunOptions
 
     try:
+        timeouts = Timeouts(connect=cli.number_option(connect_timeout or 15, "--connect-timeout", 0.1, whole=False),
+                            connect_retries=check_retries(2 if connect_retries is None else connect_retries,
+                                                          "--connect-retries"))
         options = RunOptions(check=check, diff=diff, accept_new=accept_new,
-                             parallel=cli.number_option(parallel or 10, "--parallel"),
-                             timeouts=Timeouts(connect=cli.number_option(connect_timeout or 15, "--connect-timeout", 0.1, whole=False)),
-                             extra=cli.parse_extra(extra))
+                             parallel=cli.number_option(parallel or 50, "--parallel"),
+                             timeouts=timeouts, extra=cli.parse_extra(extra))
         results = cli.provision(Path(inventory), host, group, roles, options, json, console)
     except ProvisionError as exc:
         raise _fail(exc) from None
@@ -200,12 +205,18 @@ def sif(c, name, on, from_registry=None, inventory=INVENTORY):
 
 
 @task(name="ship", help={"file": "a local file, or BUILDER:PATH to stream from a builder", "host": "destination host",
-                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory"})
-def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
+                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory",
+                         "connect_retries": "more attempts when ssh fails to connect for a passing reason (default 2, 0 for none)"})
+def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY, connect_retries=2):
     """Carry a file (a .sif) to a host through its bastion: resumable, sha256-verified, renamed only when whole."""
+    from provision.retry import check_retries
     from provision.ship import ship
+    from provision.transfer.openssh import SshOptions
 
-    console.print(_or_fail(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
+    def body():
+        options = SshOptions(connect_retries=check_retries(connect_retries, "--connect-retries"))
+        return ship(file, host, Path(inventory), dest_dir, console=console, options=options)
+    console.print(_or_fail(body).summary())
 
 
 @task(help={"name": "recipe in images/NAME/", "builder": "builder host", "to": "cluster host to ship the SIF to",
