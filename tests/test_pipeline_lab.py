@@ -87,7 +87,7 @@ def test_push_logs_in_with_the_password_on_stdin_and_the_registry_has_the_image(
     with Remote(builder["inventory"], BUILDER) as remote:
         build(recipe, remote)
         target = push(recipe, remote, builder["registry"], lines.append)
-    assert target == f"{builder['registry']}/labapp:1"
+    assert target == [f"{builder['registry']}/labapp:1"]
     request = urllib.request.Request(f"http://{builder['registry']}/v2/labapp/tags/list")
     request.add_header("Authorization", "Basic " + base64.b64encode(f"builder:{REGISTRY_PASSWORD}".encode()).decode())
     assert json.load(urllib.request.urlopen(request, timeout=10))["tags"] == ["1"]
