@@ -171,13 +171,14 @@ def build(c, name, on, inventory=INVENTORY):
     _or_fail(body)
 
 
-@task(help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
-            "registry": "registry host (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com, nvcr.io/ORG, HOST:PORT)",
+@task(iterable=["tag"], help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
+            "registry": "registry (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com[/PATH], nvcr.io/ORG, HOST:PORT[/PATH])",
+            "tag": "another tag to push besides the recipe's (e.g. latest); repeatable",
             "inventory": "inventory directory"})
-def push(c, name, on, registry=None, inventory=INVENTORY):
-    """Tag and push a built image; logins take the password on stdin (registry_logins of the builder)."""
+def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
+    """Tag and push a built image; logins found by registry host (registry_logins of the builder), password on stdin."""
     from provision.pipeline.recipes import load_recipe
-    from provision.pipeline.registry import push as image_push
+    from provision.pipeline.registry import check_push, push as image_push
     from provision.pipeline.remote import Remote
 
     def body():
@@ -185,8 +186,9 @@ def push(c, name, on, registry=None, inventory=INVENTORY):
         target = registry or recipe.values.get("registry")
         if not target:
             raise ProvisionError(f"push {name}: name a registry (--registry) or set registry: in images/{name}/recipe.yml")
+        check_push(target, list(tag or []))
         with Remote(Path(inventory), on) as remote:
-            console.print(f"pushed {image_push(recipe, remote, target, _lines)}")
+            console.print(f"pushed {', '.join(image_push(recipe, remote, target, _lines, list(tag or [])))}")
     _or_fail(body)
 
 
