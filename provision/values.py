@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from provision.secrets import Secret
+from provision.secrets import MARKER, Secret
 
 
 class LocatedStr(str):
@@ -95,6 +95,8 @@ def _scalar_ok(kind: Kind, value: Any) -> bool:
 def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
     """The first part of `value` (itself, or an item of a list) that is not of this kind, with the kind."""
     kind = KINDS[kind_name]
+    if isinstance(value, str) and MARKER.search(value):
+        value = MARKER.sub("***", value)
     if isinstance(value, Secret) or value is None or (value == "" and kind.name not in ("port", "seconds", "bool")):
         return None
     if isinstance(value, (list, tuple)) and kind.name not in ("any",):
