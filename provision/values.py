@@ -62,6 +62,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     _kind("port", None, "a port number from 1 to 65535"),
     _kind("seconds", None, "a whole number of seconds, e.g. 600"),
     _kind("bool", None, "true or false"),
+    _kind("secret", None, "a secret reference ({secret_env: NAME}, {secret_file: PATH} or {secret_ssm: /path})"),
+    _kind("mapping", None, "a mapping whose keys and values are one line each"),
     _kind("line", r"[^\x00-\x1f\x7f]*", "one line of text (no newlines or other control characters)"),
     _kind("text", r"[^\x00-\x08\x0b-\x1f\x7f]*", "text (no control characters but newlines and tabs)"),
     _kind("any", None, "anything (its use quotes it)"),
@@ -105,6 +107,10 @@ def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
             if found:
                 return found
         return None
+    if kind.name == "secret":
+        return None if isinstance(value, dict) and set(value) & {"secret_env", "secret_file", "secret_ssm"} else (value, kind)
+    if kind.name == "mapping":
+        return problem("line", value) if isinstance(value, dict) else (value, kind)
     if isinstance(value, dict):
         if kind.name in ("any", "text", "line"):
             for item in list(value.keys()) + list(value.values()):
