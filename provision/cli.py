@@ -15,8 +15,9 @@ from provision.gpu.preflight import decide
 from provision.inventory import Host, Inventory, load_inventory
 from provision.report import LiveView, print_errors, print_verifications, summary_table, write_json
 from provision.results import HostResult
-from provision.roles import Role, check_variable_names, load_roles
-from provision.runner import RunOptions, gather_facts, run_hosts
+from provision.roles import Role, RoleLibrary, check_variable_names, load_roles
+from provision.retry import RetryPolicy, policy_for
+from provision.runner import MAX_PARALLEL, RunOptions, gather_facts, run_hosts
 from provision.secrets import resolve_secrets
 from provision.userdata import UserData, render_userdata
 from provision.values import LocatedStr
@@ -82,10 +83,12 @@ def prepare(inventory_path: Path, host: str | None, group: str | None, roles_opt
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(host, group)
     check_variable_names(roles_dir, extra, "-e")
+    library = RoleLibrary(roles_dir)  # each role read once, however many hosts use it
     prepared = []
     for h in hosts:
         check_variable_names(roles_dir, h.vars, f"inventory, host {h.name}")
-        roles = load_roles(roles_dir, roles_for(h, roles_option))
+        policy_for(h, RetryPolicy())  # a malformed connect_retries is refused now, not at connect time
+        roles = library.load(roles_for(h, roles_option))
         checked = Host(h.name, resolve_secrets(h.vars, h.name), h.groups)
         plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS, validating=True)
         prepared.append((h, roles))
@@ -96,6 +99,8 @@ def provision(inventory_path: Path, host: str | None, group: str | None, roles_o
               options: RunOptions, json_path: str | None, console: Console,
               roles_dir: Path = ROLES_DIR) -> dict[str, HostResult]:
     """Provision the selected hosts; returns each host's result (the caller sets the exit status)."""
+    if not 1 <= options.parallel <= MAX_PARALLEL:
+        raise ProvisionError(f"--parallel {options.parallel}: hosts at once must be from 1 to {MAX_PARALLEL}")
     inventory, prepared = prepare(inventory_path, host, group, roles_option, options.extra, roles_dir)
     with LiveView(console, [h.name for h, _ in prepared]) as view:
         results = run_hosts(prepared, inventory, options, view.event)

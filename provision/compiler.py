@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextvars
 import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +13,13 @@ from provision.inventory import Host
 from provision.ops import OPERATIONS, OpContext, Step
 from provision.roles import Role, Task, find_handler
 from provision.secrets import MARKER, Secret, resolve_secrets, secret_marker, secret_shell_name
-from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
+from provision.templating import evaluate, render_file, render_value, resolve_variables, shared_environment
 from provision.values import check_variables, one_line
 
 DEFAULT_APT_LOCK_TIMEOUT = 600
+# The host being planned in this thread and the secrets its script needs: the shared environment's
+# secret_var filter records into it (environments are shared by all hosts of a run, filters are not per host).
+_SECRET_SINK: contextvars.ContextVar[tuple[dict, str]] = contextvars.ContextVar("provision_secret_sink")
 
 
 @dataclass
@@ -66,10 +70,30 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     preflight then decides for the example GPU with no request. `secrets_at_boot` (user-data)
     leaves SSM references to be read on the host.
     """
-    env = make_environment([role.path / "templates" for role in roles],
-                           finalize=lambda value: secret_marker(value.name) if isinstance(value, Secret) else value)
+    env = role_environment(roles)
     secrets: dict[str, Secret] = {}
-    env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
+    token = _SECRET_SINK.set((secrets, host.name))
+    try:
+        return _plan(roles, host, extra, facts, validating, secrets_at_boot, env, secrets)
+    finally:
+        _SECRET_SINK.reset(token)
+
+
+def _secret_as_marker(value: Any) -> Any:
+    """jinja2's finalize for roles: a secret rendered into text becomes its marker (a file's content restores it)."""
+    return secret_marker(value.name) if isinstance(value, Secret) else value
+
+
+def role_environment(roles: list[Role]):
+    """The jinja2 environment for these roles' templates, shared across hosts and compiled once per run."""
+    env = shared_environment(tuple(role.templates_dir for role in roles), _secret_as_marker)
+    if "secret_var" not in env.filters:
+        env.filters["secret_var"] = lambda value: _secret_var(value, *_SECRET_SINK.get())
+    return env
+
+
+def _plan(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any], validating: bool,
+          secrets_at_boot: bool, env, secrets: dict[str, Secret]) -> Plan:
     merged = resolve_secrets(host_variables(roles, host, extra), host.name, fetch_ssm=not (validating or secrets_at_boot))
     by_name = {value.name: value for value in merged.values() if isinstance(value, Secret)}
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),

@@ -47,15 +47,50 @@ class Role:
     def shown_path(self) -> str:
         return display_path(self.path)
 
+    @functools.cached_property
+    def templates_dir(self) -> str:
+        return str(self.path / "templates")
+
 
 def available_roles(roles_dir: Path) -> list[str]:
     return sorted(p.name for p in Path(roles_dir).iterdir() if p.is_dir() and (p / "tasks.yml").exists())
 
 
-def load_roles(roles_dir: Path, names: list[str]) -> list[Role]:
+class RoleLibrary:
+    """The roles of one roles directory for one run: each role's files read and validated once, however many hosts use it."""
+
+    def __init__(self, roles_dir: Path):
+        self.roles_dir = Path(roles_dir)
+        self.loads = 0  # roles read from disk (what the fleet-scale tests count)
+        self._known: list[str] | None = None
+        self._roles: dict[str, Role] = {}
+        self._sets: dict[tuple[str, ...], list[Role]] = {}
+
+    @property
+    def known(self) -> list[str]:
+        if self._known is None:
+            self._known = available_roles(self.roles_dir)
+        return self._known
+
+    def role(self, name: str) -> Role:
+        if name not in self._roles:
+            self.loads += 1
+            self._roles[name] = _load_role(self.roles_dir / name)
+        return self._roles[name]
+
+    def load(self, names: list[str]) -> list[Role]:
+        """load_roles for these names, computed once per distinct list of names."""
+        key = tuple(names)
+        if key not in self._sets:
+            self._sets[key] = load_roles(self.roles_dir, names, self)
+        return self._sets[key]
+
+
+def load_roles(roles_dir: Path, names: list[str], library: RoleLibrary | None = None) -> list[Role]:
     """The named roles and their dependencies, dependencies first, each once; handlers resolved."""
     roles_dir = Path(roles_dir)
-    known = available_roles(roles_dir)
+    library = library or RoleLibrary(roles_dir)
+    known = library.known
     ordered: dict[str, Role] = {}
 
     def visit(name: str, asked_by: str, chain: tuple[str, ...]) -> None:
@@ -65,7 +100,7 @@ def load_roles(roles_dir: Path, names: list[str]) -> list[Role]:
             raise RoleError(f"role dependency cycle: {' -> '.join(chain + (name,))}")
         if name not in known:
             raise RoleError(f"unknown role '{name}' ({asked_by}); roles in {display_path(roles_dir)}/: {', '.join(known)}")
-        role = _load_role(roles_dir / name)
+        role = library.role(name)
         for dependency in role.dependencies:
             visit(dependency, f"a dependency in {role.shown_path}/meta.yml", chain + (name,))
         ordered[name] = role
@@ -160,7 +195,7 @@ def _role_prefixes(roles_dir: Path) -> dict[str, tuple[str, list[str]]]:
 
 def check_variable_names(roles_dir: Path, variables: dict[str, Any], source: str) -> None:
     """Refuse a variable that carries a role's prefix but that the role does not define (a typo)."""
-    prefixes = _role_prefixes(Path(roles_dir).resolve())
+    prefixes = _role_prefixes(Path(roles_dir))
     for variable in variables:
         matches = [p for p in prefixes if variable.startswith(p)]
         if not matches:

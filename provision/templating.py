@@ -1,6 +1,7 @@
 """Sandboxed jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import traceback
@@ -38,6 +39,22 @@ def make_environment(template_dirs: list[Path], finalize=None) -> jinja2.Environ
     return env
 
 
+@functools.lru_cache(maxsize=16)
+def shared_environment(template_dirs: tuple[str, ...], finalize=None) -> jinja2.Environment:
+    """One environment per set of template folders, shared by every host of a run: each expression compiles once."""
+    return make_environment([Path(d) for d in template_dirs], finalize)
+
+
+def _compiled(env: jinja2.Environment, kind: str, source: str):
+    """env.compile_expression / env.from_string, remembered on the environment (compiling costs far more than running)."""
+    cache = env.__dict__.setdefault("_provision_compiled", {})
+    key = (kind, source)
+    if key not in cache:
+        cache[key] = (env.compile_expression(source, undefined_to_none=False) if kind == "expression"
+                      else env.from_string(source))
+    return cache[key]
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, jinja2.UndefinedError):
         return f"undefined variable: {exc.message}"
@@ -56,8 +73,8 @@ def render_value(env: jinja2.Environment, value: Any, context: dict, where: str)
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole and "{{" not in whole.group(1):
-                return _defined(env.compile_expression(whole.group(1), undefined_to_none=False)(**context))
-            return env.from_string(value).render(context)
+                return _defined(_compiled(env, "expression", whole.group(1))(**context))
+            return _compiled(env, "template", value).render(context)
         except (jinja2.TemplateError, TypeError, ValueError) as exc:
             raise RoleError(f"{where}: {_describe(exc)} in {value!r}") from None
     if isinstance(value, list):
@@ -77,7 +94,7 @@ def _defined(value: Any) -> Any:
 def evaluate(env: jinja2.Environment, expression: str, context: dict, where: str) -> Any:
     """Evaluate a jinja2 expression (a task's `when:`)."""
     try:
-        return _defined(env.compile_expression(str(expression), undefined_to_none=False)(**context))
+        return _defined(_compiled(env, "expression", str(expression))(**context))
     except (jinja2.TemplateError, TypeError, ValueError) as exc:
         raise RoleError(f"{where}: {_describe(exc)} in when: {expression!r}") from None
 

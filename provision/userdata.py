@@ -52,6 +52,8 @@ def declared_facts(host: Host) -> dict[str, Any]:
         found = instance_gpus(str(instance))
         if found:
             facts["gpus"] = [{"slot": None, "pci_id": found.gpu.pci_id, "class": "0x030200"}] * found.count
+            if "arch" not in declared:
+                facts["arch"] = found.arch
     return facts
 
 

@@ -66,7 +66,7 @@ def test_user_text_is_printed_as_is_never_as_markup(tmp_path, name):
      "hosts/inventory.yml:3: variable ansible_host: 'ops@192.0.2.1' is not a host name or IP address "
      "(letters, digits, . - :; a user goes in ansible_user, a port in ansible_port)"),
     ('"[/red]": {ansible_host: 192.0.2.1}',
-     "hosts/inventory.yml:3: host name '[/red]' is not an inventory name (letters, digits, _ . : -, not starting with - or .)"),
+     "hosts/inventory.yml:3: host range '[/red]': a range is [begin:end] or [begin:end:step]"),
     ("t: {ansible_host: 192.0.2.1, base_apt_proxy: \"http://p:3142\\nAPT::Update::Pre-Invoke {\\\"touch /PWN\\\";};\"}",
      "hosts/inventory.yml:3: variable base_apt_proxy: 'http://p:3142\\nAPT::Update::Pre-Invoke {\"touch /PWN\";};' "
      "is not an http(s):// or file:// URL without spaces, quotes, backslashes or backticks"),
