@@ -46,6 +46,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
           "an absolute path (/ or ~/ then letters, digits and . _ + @ % , = : / -; no spaces or quotes)"),
     _kind("abspath", r"/[A-Za-z0-9._+@%,=:/-]*",
           "an absolute path (/ then letters, digits and . _ + @ % , = : / -; no spaces or quotes)"),
+    _kind("quoted_path", r"/[^\x00-\x1f\x7f]*",
+          "an absolute path on one line (it is quoted wherever it is used)"),
     _kind("url", r"(?:https?|file)://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+",
           "an http(s):// or file:// URL without spaces, quotes, backslashes or backticks"),
     _kind("host", _HOST, "a host name or IP address (letters, digits, . - :; a user goes in ansible_user, a port in ansible_port)"),

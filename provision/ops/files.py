@@ -12,7 +12,7 @@ from provision.values import require
 
 def _checked(args: dict, ctx: OpContext, path_key: str = "path") -> None:
     """Paths, owners and groups are names on the host: refused unless of their kind."""
-    require("abspath", args[path_key], f"{path_key}", ctx.where, RoleError)
+    require("quoted_path", args[path_key], f"{path_key}", ctx.where, RoleError)
     for key in ("owner", "group"):
         if key in args:
             require("user", args[key], key, ctx.where, RoleError)
