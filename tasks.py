@@ -149,6 +149,13 @@ def _lines(line: str) -> None:
     console.print(line, markup=False, highlight=False)
 
 
+def _whole(value, option: str, least: int):
+    """An optional whole-number flag; a malformed one is bad input (one line, exit 2)."""
+    from provision.cli import number_option
+
+    return None if value is None or value == "" else number_option(value, option, least)
+
+
 def _or_fail(body):
     """Run body; an expected error becomes one red line and exit status 2."""
     try:
@@ -246,7 +253,7 @@ def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, inven
     """sbatch `apptainer exec` of a shipped SIF through the bastion: invoke submit NAME HOST [...] -- CMD."""
     from provision.cluster.jobs import submit as submit_job
 
-    result = _or_fail(lambda: submit_job(name, host, Path(inventory), partition, int(gpus) if gpus else None, time,
+    result = _or_fail(lambda: submit_job(name, host, Path(inventory), partition, _whole(gpus, "--gpus", 0), time,
                                              tuple(bind or ()), tuple(_after_double_dash())))
     console.print(result.summary())
 
@@ -277,9 +284,9 @@ def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None
     """Start a recipe's notebook as an Apptainer instance (or a job) and print the SSH tunnel to reach it."""
     from provision.cluster.notebook import notebook as run_notebook
 
-    result = _or_fail(lambda: run_notebook(name, host, Path(inventory), int(port) if port else None, stop,
+    result = _or_fail(lambda: run_notebook(name, host, Path(inventory), _whole(port, "--port", 1), stop,
                                                on_node=on_node, partition=partition,
-                                               gpus=int(gpus) if gpus else None))
+                                               gpus=_whole(gpus, "--gpus", 0)))
     console.print(result.summary())
 
 

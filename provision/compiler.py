@@ -12,7 +12,7 @@ from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
 from provision.ops import OPERATIONS, OpContext, Step
 from provision.roles import Role, Task, find_handler
-from provision.secrets import Secret, resolve_secrets, secret_shell_name
+from provision.secrets import MARKER, Secret, resolve_secrets, secret_marker, secret_shell_name
 from provision.templating import evaluate, render_file, render_value, resolve_variables, shared_environment
 from provision.values import check_variables, one_line
 
@@ -79,9 +79,14 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
         _SECRET_SINK.reset(token)
 
 
+def _secret_as_marker(value: Any) -> Any:
+    """jinja2's finalize for roles: a secret rendered into text becomes its marker (a file's content restores it)."""
+    return secret_marker(value.name) if isinstance(value, Secret) else value
+
+
 def role_environment(roles: list[Role]):
     """The jinja2 environment for these roles' templates, shared across hosts and compiled once per run."""
-    env = shared_environment(tuple(role.templates_dir for role in roles))
+    env = shared_environment(tuple(role.templates_dir for role in roles), _secret_as_marker)
     if "secret_var" not in env.filters:
         env.filters["secret_var"] = lambda value: _secret_var(value, *_SECRET_SINK.get())
     return env
@@ -90,6 +95,7 @@ def role_environment(roles: list[Role]):
 def _plan(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any], validating: bool,
           secrets_at_boot: bool, env, secrets: dict[str, Secret]) -> Plan:
     merged = resolve_secrets(host_variables(roles, host, extra), host.name, fetch_ssm=not (validating or secrets_at_boot))
+    by_name = {value.name: value for value in merged.values() if isinstance(value, Secret)}
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
@@ -106,13 +112,15 @@ def _plan(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str,
         for task in role.tasks:
             if task.when is not None and not evaluate(env, task.when, context, task.where):
                 continue
-            step = _compile(task, role, env, context)
+            step = _compile(task, role, env, context, lambda name: _use_secret(name, by_name, secrets, task.where))
             planned = PlannedStep(next_id, task, step)
             next_id += 1
             for name in task.notify:
                 handler = find_handler(roles, name)
                 if handler.name not in handlers:
-                    handlers[handler.name] = PlannedStep(0, handler, _compile(handler, _role_of(roles, handler), env, context))
+                    handlers[handler.name] = PlannedStep(0, handler, _compile(
+                        handler, _role_of(roles, handler), env, context,
+                        lambda name: _use_secret(name, by_name, secrets, handler.where)))
                 planned.notify.append(handler)
             steps.append(planned)
     handler_steps = []
@@ -140,19 +148,61 @@ def _role_of(roles: list[Role], task: Task) -> Role:
     return next(role for role in roles if role.name == task.role)
 
 
-def _compile(task: Task, role: Role, env, context: dict) -> Step:
-    args = render_value(env, task.args, context, task.where)
+def _compile(task: Task, role: Role, env, context: dict, use_secret) -> Step:
+    args = _marked(render_value(env, task.args, context, task.where))
     args = task.op.validate(args, task.where)
+    _refuse_secrets_outside_content(task, args)
 
     def render_template(name: str) -> str:
         return render_file(env, name, context, task.where, f"{role.shown_path}/templates")
 
     try:
-        return task.op.build(args, OpContext(context["facts"], task.where, render_template))
+        return task.op.build(args, OpContext(context["facts"], task.where, render_template, use_secret))
     except RoleError:
         raise
     except (TypeError, ValueError, KeyError) as exc:
         raise RoleError(f"{task.where}: {task.op.name}: {exc}") from None
+
+
+SECRET_CONTENT = {("file", "content")}
+
+
+def _marked(value: Any) -> Any:
+    """Rendered arguments with each whole secret (`{{ token }}` alone) as its marker, like secrets inside text."""
+    if isinstance(value, Secret):
+        return secret_marker(value.name)
+    if isinstance(value, list):
+        return [_marked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _marked(item) for key, item in value.items()}
+    return value
+
+
+def _refuse_secrets_outside_content(task: Task, args: dict) -> None:
+    """A secret may be written into a file's content; in argv, a path or a name it would leak (or be ***)."""
+    for key, value in args.items():
+        if (task.op.name, key) in SECRET_CONTENT:
+            continue
+        found = _first_marker(value)
+        if found:
+            raise RoleError(f"{task.where}: {task.op.name} {key}: secret {found.group(1)} cannot go there "
+                            f"(it would reach a command line or a name): write it into a file's content, "
+                            f"or pass it to raw shell with | secret_var")
+
+
+def _first_marker(value: Any):
+    if isinstance(value, str):
+        return MARKER.search(value)
+    items = value if isinstance(value, list) else list(value.keys()) + list(value.values()) if isinstance(value, dict) else []
+    return next((found for found in map(_first_marker, items) if found), None)
+
+
+def _use_secret(name: str, known: dict[str, Secret], secrets: dict[str, Secret], where: str) -> str:
+    """A secret written into a file's content: carried by the script as a shell variable."""
+    if name not in known:
+        raise RoleError(f"{where}: secret {name} is not a secret variable of this host")
+    secrets[secret_shell_name(name)] = known[name]
+    return secret_shell_name(name)
 
 
 def _secret_var(value: Any, secrets: dict[str, Secret], host: str) -> str:
@@ -178,6 +228,8 @@ def _control(planned: PlannedStep) -> str:
 
 def _current_sh(planned: PlannedStep) -> str:
     step, sid = planned.step, planned.id
+    if step.holds_secrets:
+        return f"prov_say {sid} current -"
     lines = [
         f"if [ -f '{step.path}' ]; then printf '@@prov {sid} current %s\\n' \"$(base64 -w0 < '{step.path}')\"; "
         f"else prov_say {sid} current -; fi"

@@ -173,7 +173,9 @@ class HostRun:
             status, _, detail = rest.partition(" ")
             if status == "current":
                 currents[planned.id] = _decode(detail)
-                if planned.step.desired is not None:
+                if planned.step.holds_secrets:
+                    result.diff = f"{planned.step.path}: holds secrets, so its diff is not shown\n"
+                elif planned.step.desired is not None:
                     result.diff = self.redact(_diff(planned.step.path, currents[planned.id], planned.step.desired))
                 return
             if status == "desired":

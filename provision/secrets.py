@@ -35,6 +35,21 @@ def secret_shell_name(name: str) -> str:
     return "PROV_SECRET_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
+# A secret rendered into a role's text becomes this marker; a file's content turns it back into
+# the value on the host (from its shell variable), everything shown turns it into ***.
+MARKER = re.compile("\x00PROV_SECRET:([^\x00]+)\x00")
+MARKER_BYTES = re.compile(b"\x00PROV_SECRET:([^\x00]+)\x00")
+
+
+def secret_marker(name: str) -> str:
+    return f"\x00PROV_SECRET:{name}\x00"
+
+
+def shown(text: str) -> str:
+    """Text with every secret marker as ***."""
+    return MARKER.sub(REDACTED, text)
+
+
 def resolve_secrets(variables: dict[str, Any], host: str, fetch_ssm: bool = True) -> dict[str, Any]:
     """Replace `{secret_env: NAME}` / `{secret_file: PATH}` / `{secret_ssm: /path}` values with Secrets.
 
@@ -63,11 +78,21 @@ def _read(key: str, ref: dict, host: str, fetch_ssm: bool) -> Secret:
         return Secret(key, os.environ[name].strip())
     path = Path(str(ref["secret_file"])).expanduser()
     try:
+        _refuse_open_permissions(path, key, host)
         return Secret(key, path.read_text().strip())
     except OSError as exc:
         if ref.get("optional"):
             return Secret(key)
         raise ProvisionError(f"host {host}: variable {key} wants the secret in {path}: {exc.strerror}") from None
+
+
+def _refuse_open_permissions(path: Path, key: str, host: str) -> None:
+    """Like OpenSSH with a private key: a secret file others can read (or write) is refused."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        who = {(True, True): "group and others", (True, False): "its group"}.get((bool(mode & 0o070), bool(mode & 0o007)), "others")
+        raise ProvisionError(f"host {host}: variable {key}: {path} is open to {who} (mode {mode:04o}); "
+                             f"a secret file must be yours alone: chmod 600 {path}")
 
 
 def redactor(secrets: list[Secret]):

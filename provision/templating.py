@@ -16,15 +16,16 @@ from provision.errors import RoleError
 _WHOLE_EXPRESSION = re.compile(r"\A\{\{\s*(.+?)\s*\}\}\Z", re.S)
 
 
-def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
+def make_environment(template_dirs: list[Path], finalize=None) -> jinja2.Environment:
     """The one jinja2 environment, sandboxed: templates read data but reach no Python internals.
 
     Roles, inventory values, recipes and job templates all render here. jinja2's immutable
     sandbox refuses attributes such as `__globals__` and calls that mutate; the helper globals
     (lipsum, cycler, joiner, namespace) are removed, as nothing needs them. Undefined variables
-    are errors; trailing newlines are kept.
+    are errors; trailing newlines are kept. `finalize` maps each value before it becomes text.
     """
     env = ImmutableSandboxedEnvironment(
+        finalize=finalize,
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -39,9 +40,9 @@ def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
 
 
 @functools.lru_cache(maxsize=16)
-def shared_environment(template_dirs: tuple[str, ...]) -> jinja2.Environment:
+def shared_environment(template_dirs: tuple[str, ...], finalize=None) -> jinja2.Environment:
     """One environment per set of template folders, shared by every host of a run: each expression compiles once."""
-    return make_environment([Path(d) for d in template_dirs])
+    return make_environment([Path(d) for d in template_dirs], finalize)
 
 
 def _compiled(env: jinja2.Environment, kind: str, source: str):

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from provision.secrets import Secret
+from provision.secrets import MARKER, Secret
 
 
 class LocatedStr(str):
@@ -46,6 +46,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
           "an absolute path (/ or ~/ then letters, digits and . _ + @ % , = : / -; no spaces or quotes)"),
     _kind("abspath", r"/[A-Za-z0-9._+@%,=:/-]*",
           "an absolute path (/ then letters, digits and . _ + @ % , = : / -; no spaces or quotes)"),
+    _kind("quoted_path", r"/[^\x00-\x1f\x7f]*",
+          "an absolute path on one line (it is quoted wherever it is used)"),
     _kind("url", r"(?:https?|file)://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+",
           "an http(s):// or file:// URL without spaces, quotes, backslashes or backticks"),
     _kind("host", _HOST, "a host name or IP address (letters, digits, . - :; a user goes in ansible_user, a port in ansible_port)"),
@@ -62,6 +64,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     _kind("port", None, "a port number from 1 to 65535"),
     _kind("seconds", None, "a whole number of seconds, e.g. 600"),
     _kind("bool", None, "true or false"),
+    _kind("secret", None, "a secret reference ({secret_env: NAME}, {secret_file: PATH} or {secret_ssm: /path})"),
+    _kind("mapping", None, "a mapping whose keys and values are one line each"),
     _kind("line", r"[^\x00-\x1f\x7f]*", "one line of text (no newlines or other control characters)"),
     _kind("text", r"[^\x00-\x08\x0b-\x1f\x7f]*", "text (no control characters but newlines and tabs)"),
     _kind("any", None, "anything (its use quotes it)"),
@@ -95,6 +99,8 @@ def _scalar_ok(kind: Kind, value: Any) -> bool:
 def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
     """The first part of `value` (itself, or an item of a list) that is not of this kind, with the kind."""
     kind = KINDS[kind_name]
+    if isinstance(value, str) and MARKER.search(value):
+        value = MARKER.sub("***", value)
     if isinstance(value, Secret) or value is None or (value == "" and kind.name not in ("port", "seconds", "bool")):
         return None
     if isinstance(value, (list, tuple)) and kind.name not in ("any",):
@@ -103,6 +109,10 @@ def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
             if found:
                 return found
         return None
+    if kind.name == "secret":
+        return None if isinstance(value, dict) and set(value) & {"secret_env", "secret_file", "secret_ssm"} else (value, kind)
+    if kind.name == "mapping":
+        return problem("line", value) if isinstance(value, dict) else (value, kind)
     if isinstance(value, dict):
         if kind.name in ("any", "text", "line"):
             for item in list(value.keys()) + list(value.values()):

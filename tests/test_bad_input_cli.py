@@ -74,3 +74,15 @@ def test_user_text_is_printed_as_is_never_as_markup(tmp_path, name):
 def test_bad_inventory_values_name_their_file_and_line(tmp_path, host_line, expected):
     inventory = f"all:\n  hosts:\n    {host_line}\n  vars: {{roles: [base]}}\n"
     assert one_line_refusal(provision(tmp_path, "--host", "t", inventory=inventory)) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["submit", "fastai2", "hpc01", "--gpus", "two"], "--gpus must be a whole number of at least 0, got 'two'"),
+    (["notebook", "fastai2", "hpc01", "--port", "88x"], "--port must be a whole number of at least 1, got '88x'"),
+])
+def test_bad_numbers_for_cluster_tasks_are_refused_in_one_line(tmp_path, args, expected):
+    write(tmp_path / "hosts" / "inventory.yml", INVENTORY)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    run = subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT), *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert one_line_refusal(run) == expected

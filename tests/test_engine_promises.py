@@ -60,10 +60,10 @@ def test_a_notified_handler_survives_a_failed_run_and_runs_on_the_next(tmp_path,
           file: {path: "{{ t_root }}/conf", content: "v1\\n"}
           notify: restart app
         - name: Fails until allowed
-          command: {shell: "[ -e {{ t_root }}/allowed ] && touch {{ t_root }}/step2", creates: "{{ t_root }}/step2"}
+          command: {shell: "[ -e {{ t_root | quote }}/allowed ] && touch {{ t_root | quote }}/step2", creates: "{{ t_root }}/step2"}
     """, handlers="""
         - name: restart app
-          command: {shell: "echo restarted >> {{ t_root }}/restarts", creates: /nonexistent-so-it-runs}
+          command: {shell: "echo restarted >> {{ t_root | quote }}/restarts", creates: /nonexistent-so-it-runs}
     """)
     first = run()
     assert first.status == "failed" and not (root / "restarts").exists()
@@ -134,15 +134,15 @@ def test_hosts_run_at_once_up_to_the_parallel_option(tmp_path, monkeypatch):
           command:
             creates: "{{ t_root }}/met-{{ inventory_hostname }}"
             shell: |
-              d={{ t_root }}
+              d={{ t_root | quote }} h={{ inventory_hostname | quote }} meet={{ t_meet | quote }}
               [ -z "$(ls "$d/running")" ] || touch "$d/overlap"
-              touch "$d/running/{{ inventory_hostname }}" "$d/started/{{ inventory_hostname }}"
+              touch "$d/running/$h" "$d/started/$h"
               i=0
-              while [ "{{ t_meet }}" = wait ] && [ "$(ls "$d/started" | wc -l)" -lt 3 ]; do
+              while [ "$meet" = wait ] && [ "$(ls "$d/started" | wc -l)" -lt 3 ]; do
                 i=$((i + 1)); [ "$i" -lt 600 ] || exit 9; sleep 0.1
               done
-              rm "$d/running/{{ inventory_hostname }}"
-              touch "$d/met-{{ inventory_hostname }}"
+              rm "$d/running/$h"
+              touch "$d/met-$h"
     """, hosts="h1 h2 h3", host_vars=", t_meet: wait")
     for folder in ("running", "started"):
         (root / folder).mkdir()
@@ -163,7 +163,7 @@ def test_check_mode_leaves_no_notified_handler_behind(tmp_path, monkeypatch):
           notify: restart app
     """, handlers="""
         - name: restart app
-          command: {shell: "echo restarted >> {{ t_root }}/restarts", creates: /nonexistent-so-it-runs}
+          command: {shell: "echo restarted >> {{ t_root | quote }}/restarts", creates: /nonexistent-so-it-runs}
     """)
     assert run().status == "changed" and (root / "restarts").read_text() == "restarted\n"
     checked = run(check=True, extra={"t_value": "other"})
@@ -177,7 +177,7 @@ def test_verifications_report_their_last_line_and_a_failed_one_stops_the_host(tm
         - name: Passes
           verify: {shell: "echo looking; echo GPU 0: Example", expect: "GPU 0:"}
         - name: Does not apply here
-          command: {shell: "touch {{ t_root }}/never", unless_shell: "echo no such thing on this host; exit 77"}
+          command: {shell: "touch {{ t_root | quote }}/never", unless_shell: "echo no such thing on this host; exit 77"}
         - name: Fails
           verify: {run: [sh, -c, "echo no GPU found; exit 3"]}
         - name: Never reached

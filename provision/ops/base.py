@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from provision.errors import RoleError
+from provision.secrets import MARKER_BYTES
 
 OPERATIONS: dict[str, "Operation"] = {}
 
@@ -33,6 +34,7 @@ class Step:
     desired_sh: str | None = None
     control: str | None = None
     recheck: bool = True
+    holds_secrets: bool = False  # its current content never travels back (it may hold an older secret)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class OpContext:
     facts: dict
     where: str
     render_template: Callable[[str], str]
+    use_secret: Callable[[str], str] | None = None  # a secret's name -> its shell variable, set on the host
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,23 @@ def write_file_sh(path: str, content: bytes, mode: str, owner: str, group: str) 
         f"if ! {{ chmod {mode} \"$prov_tmp\" && chown {q(owner)}:{q(group)} \"$prov_tmp\" "
         f"&& mv -f \"$prov_tmp\" {q(path)}; }}; then rm -f \"$prov_tmp\"; exit 1; fi"
     )
+
+
+def secret_content_sh(content: bytes, ctx: "OpContext") -> str:
+    """Shell printing `content` with each secret marker replaced by the secret's value on the host.
+
+    The value comes from its shell variable through printf (a shell builtin): never in argv.
+    """
+    parts = MARKER_BYTES.split(content)
+    lines = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            if ctx.use_secret is None:
+                raise RoleError(f"{ctx.where}: a secret cannot be written here")
+            lines.append(f"printf '%s' \"${ctx.use_secret(part.decode())}\"")
+        elif part:
+            lines.append(f"base64 -d <<'PROV_EOF'\n{base64.encodebytes(part).decode()}PROV_EOF")
+    return "{\n" + "\n".join(lines or [":"]) + "\n}"
 
 
 def file_state_check(path: str, content: bytes | None, mode: str, owner: str, group: str) -> str:

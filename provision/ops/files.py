@@ -5,13 +5,14 @@ import json
 
 from provision.errors import RoleError
 from provision.ops.base import (REQUIRED, OpContext, Step, file_state_check, octal_mode, operation, q,
-                                write_file_sh)
+                                secret_content_sh, write_file_sh)
+from provision.secrets import MARKER_BYTES
 from provision.values import require
 
 
 def _checked(args: dict, ctx: OpContext, path_key: str = "path") -> None:
     """Paths, owners and groups are names on the host: refused unless of their kind."""
-    require("abspath", args[path_key], f"{path_key}", ctx.where, RoleError)
+    require("quoted_path", args[path_key], f"{path_key}", ctx.where, RoleError)
     for key in ("owner", "group"):
         if key in args:
             require("user", args[key], key, ctx.where, RoleError)
@@ -35,8 +36,10 @@ def directory(args: dict, ctx: OpContext) -> Step:
     )
 
 
-def file_step(path: str, content: bytes, mode: str, owner: str, group: str) -> Step:
+def file_step(path: str, content: bytes, mode: str, owner: str, group: str, ctx: OpContext | None = None) -> Step:
     """The step shared by file and template: this exact content, mode and ownership."""
+    if ctx is not None and MARKER_BYTES.search(content):
+        return _secret_file_step(path, content, mode, owner, group, ctx)
     return Step(
         check=file_state_check(path, content, mode, owner, group),
         apply=f"mkdir -p {q(path.rsplit('/', 1)[0] or '/')}\n{write_file_sh(path, content, mode, owner, group)}",
@@ -44,6 +47,30 @@ def file_step(path: str, content: bytes, mode: str, owner: str, group: str) -> S
         change=f"write {path} ({len(content)} bytes, mode {mode}, {owner}:{group})",
         path=path,
         desired=content,
+    )
+
+
+def _secret_file_step(path: str, content: bytes, mode: str, owner: str, group: str, ctx: OpContext) -> Step:
+    """A file whose content holds secrets: built on the host from their shell variables, compared there.
+
+    What is shown (desired content, diffs) has *** for each secret; the host compares the real
+    content it would write with the file's, so a changed secret is a change and an unchanged one is not.
+    """
+    desired = secret_content_sh(content, ctx)
+    state = file_state_check(path, None, mode, owner, group)
+    return Step(
+        check=f"{desired} > \"$prov_run/want\" || exit 1\ncmp -s \"$prov_run/want\" {q(path)} && {state}",
+        apply=(
+            f"mkdir -p {q(path.rsplit('/', 1)[0] or '/')}\n"
+            f"prov_tmp=$(mktemp {q(path)}.provision.XXXXXX) || exit 1\n"
+            f"if ! {{ {desired} > \"$prov_tmp\" && chmod {mode} \"$prov_tmp\" && chown {q(owner)}:{q(group)} \"$prov_tmp\" "
+            f"&& mv -f \"$prov_tmp\" {q(path)}; }}; then rm -f \"$prov_tmp\"; exit 1; fi"
+        ),
+        ok_reason=f"{path} up to date",
+        change=f"write {path} (with secrets, mode {mode}, {owner}:{group})",
+        path=path,
+        desired=MARKER_BYTES.sub(b"***", content),
+        holds_secrets=True,
     )
 
 
@@ -58,7 +85,7 @@ def file(args: dict, ctx: OpContext) -> Step:
     if args["content"] is None:
         raise RoleError(f"{ctx.where}: file {path} needs content (or state: absent)")
     owner, group = _owner(args)
-    return file_step(path, str(args["content"]).encode(), octal_mode(args["mode"], ctx.where), owner, group)
+    return file_step(path, str(args["content"]).encode(), octal_mode(args["mode"], ctx.where), owner, group, ctx)
 
 
 @operation("template", src=REQUIRED, dest=REQUIRED, mode="0644", owner="root", group="")
@@ -67,7 +94,7 @@ def template(args: dict, ctx: OpContext) -> Step:
     _checked(args, ctx, "dest")
     owner, group = _owner(args)
     content = ctx.render_template(args["src"]).encode()
-    return file_step(args["dest"], content, octal_mode(args["mode"], ctx.where), owner, group)
+    return file_step(args["dest"], content, octal_mode(args["mode"], ctx.where), owner, group, ctx)
 
 
 @operation("line", path=REQUIRED, line=REQUIRED, regexp="", state="present", mode="0644")

@@ -48,7 +48,7 @@ def command(args: dict, ctx: OpContext) -> Step:
     if args["unless"] is not None and args["unless_shell"] is not None:
         raise RoleError(f"{ctx.where}: command takes unless or unless_shell, not both")
     guards = []
-    require("abspath", args["creates"], "creates", ctx.where, RoleError)
+    require("quoted_path", args["creates"], "creates", ctx.where, RoleError)
     if args["creates"]:
         guards.append(f"[ -e {q(args['creates'])} ]")
     if args["unless"] is not None:
@@ -109,7 +109,7 @@ def service(args: dict, ctx: OpContext) -> Step:
 def reboot(args: dict, ctx: OpContext) -> Step:
     """A reboot point: when `when_file` exists the run reboots the host here and continues after."""
     path = args["when_file"]
-    require("abspath", path, "reboot when_file", ctx.where, RoleError)
+    require("quoted_path", path, "reboot when_file", ctx.where, RoleError)
     return Step(
         check=f"[ ! -e {q(path)} ]",
         apply="true",
