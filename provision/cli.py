@@ -18,7 +18,6 @@ from provision.report import LiveView, print_errors, print_verifications, summar
 from provision.results import HostResult
 from provision.roles import Role, check_variable_names, load_roles
 from provision.runner import RunOptions, gather_facts, run_hosts
-from provision.secrets import resolve_secrets
 from provision.userdata import UserData, render_userdata
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -63,8 +62,7 @@ def prepare(inventory_path: Path, host: str | None, group: str | None, roles_opt
     for h in hosts:
         check_variable_names(roles_dir, h.vars, f"inventory, host {h.name}")
         roles = load_roles(roles_dir, roles_for(h, roles_option))
-        checked = Host(h.name, resolve_secrets(h.vars, h.name), h.groups)
-        plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS, validating=True)
+        plan_host(roles, h, extra, EXAMPLE_FACTS, validating=True)  # reads only the secrets its roles use
         prepared.append((h, roles))
     return inventory, prepared
 

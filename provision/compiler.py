@@ -6,6 +6,7 @@ import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any
 
+from provision.ansible_names import ansible_facts, from_deepops
 from provision.errors import RoleError
 from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
@@ -13,6 +14,7 @@ from provision.ops import OpContext, Step
 from provision.roles import Role, Task, find_handler
 from provision.secrets import Secret, resolve_secrets, secret_shell_name
 from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
+from provision.variable_use import used_names
 
 DEFAULT_APT_LOCK_TIMEOUT = 600
 
@@ -48,10 +50,11 @@ class Plan:
 
 
 def host_variables(roles: list[Role], host: Host, extra: dict[str, Any]) -> dict[str, Any]:
-    """Variables in precedence order: role defaults < all < group < host < -e."""
+    """Variables in precedence order: role defaults < DeepOps's names for ours < the inventory < -e."""
     merged: dict[str, Any] = {}
     for role in roles:
         merged.update(role.defaults)
+    merged.update(from_deepops(host.vars))
     merged.update(host.vars)
     merged.update(extra)
     return merged
@@ -68,11 +71,16 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     env = make_environment([role.path / "templates" for role in roles])
     secrets: dict[str, Secret] = {}
     env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
-    merged = resolve_secrets(host_variables(roles, host, extra), host.name, fetch_ssm=not (validating or secrets_at_boot))
-    base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
+    everything = host_variables(roles, host, extra)
+    used = used_names(roles, env, everything)
+    # Only what the roles use is rendered and has its secrets read: other tools' variables stay as written.
+    merged = resolve_secrets({k: v for k, v in everything.items() if k in used}, host.name,
+                             fetch_ssm=not (validating or secrets_at_boot))
+    base = {**ansible_facts(facts), **host.magic, "inventory_hostname": host.name, "facts": facts,
+            "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
-    context = {**variables, **base}
+    context = {**{k: v for k, v in everything.items() if k not in used}, **variables, **base}
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
     next_id = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from provision.connection_vars import (LOGIN_PASSWORD_VARS, Become, SshArgs, become_settings, connection_type,
@@ -160,6 +161,7 @@ class Inventory:
             "groups": {group: self.data.members(group) for group in self.data.groups},
             "inventory_file": source,
             "inventory_dir": str(Path(source).parent) if source else "",
+            "hostvars": HostVars(self),
         }
 
     def select(self, host: str | None = None, group: str | None = None) -> list[Host]:
@@ -182,6 +184,24 @@ class Inventory:
                 f"unknown group '{group}' in {self.source}; known groups: {', '.join(sorted(self.data.groups))}"
             )
         return self.data.members(group)
+
+
+class HostVars(Mapping):
+    """Ansible's `hostvars`: every host's merged variables, worked out only when a template asks."""
+
+    def __init__(self, inventory: Inventory):
+        self._inventory = inventory
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        if name not in self._inventory.data.hosts:
+            raise KeyError(name)
+        return self._inventory.merged_vars(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inventory.data.hosts)
+
+    def __len__(self) -> int:
+        return len(self._inventory.data.hosts)
 
 
 def inventory_sources(path: Path) -> list[Path]:

@@ -5,6 +5,7 @@ import base64
 import re
 from typing import Any, Callable
 
+from provision.ansible_names import from_deepops
 from provision.errors import ProvisionError
 from provision.ops.base import q
 from provision.pipeline.recipes import Recipe
@@ -42,7 +43,8 @@ def registry_of(image: str) -> str:
 
 def login_sh(registry: str, remote: Remote) -> tuple[str, list[str]]:
     """Shell logging the builder's docker in to `registry` with its inventory credentials (or nothing)."""
-    return _login_sh(registry, remote.host.vars.get("registry_logins") or {}, remote.host.name)
+    variables = {**from_deepops(remote.host.vars), **remote.host.vars}  # DeepOps's docker_login_registries too
+    return _login_sh(registry, variables.get("registry_logins") or {}, remote.host.name)
 
 
 def push(recipe: Recipe, remote: Remote, registry: str, on_line: Callable[[str], None] | None = None) -> str:
