@@ -10,6 +10,7 @@ from typing import Any
 from provision.connection_vars import (LOGIN_PASSWORD_VARS, Become, SshArgs, become_settings, connection_type,
                                        parse_ssh_args)
 from provision.errors import InventoryError
+from provision.values import check_connection_variables, check_name
 from provision.inventory_data import InventoryData
 from provision.inventory_ini import parse_ini
 from provision.inventory_vars import load_vars
@@ -21,6 +22,7 @@ from provision.yamlfile import display_path, parse_yaml
 IGNORED_EXTENSIONS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
 IGNORED_NAMES = {"group_vars", "host_vars", "vars_plugins", "known_hosts"}
 YAML_EXTENSIONS = (".yml", ".yaml", ".json")
+STRICT_SUFFIXES = ("", ".yml", ".yaml", ".ini")  # in a directory, files that must read as an inventory
 _IP_ADDRESS = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$|:")
 
 
@@ -126,6 +128,7 @@ class Inventory:
             )
         member_of = self.data.groups_of(name)
         host = Host(name, self.merged_vars(name), sorted(member_of - {"all"}), self.magic_vars(name, member_of))
+        check_connection_variables(host.vars, name, InventoryError)
         host.check_connection()
         return host
 
@@ -176,6 +179,8 @@ class Inventory:
         if group:
             for name in group.split(","):
                 names.extend(self._members(name.strip()))
+        if not names:
+            raise InventoryError(f"--group {group} selects no hosts in {self.source}")
         return [self.host(name) for name in dict.fromkeys(names)]
 
     def _members(self, group: str) -> list[str]:
@@ -227,8 +232,15 @@ def load_inventory(path: Path) -> Inventory:
     data = InventoryData()
     for source in sources:
         data.current_source = str(source.resolve())
+        if path.is_dir() and source.suffix not in STRICT_SUFFIXES and not _is_inventory(source):
+            continue  # Ansible warns that it cannot parse such a file and goes on; so do we, quietly
         read_source(source, data)
     data.reconcile()
+    where = display_path(path)
+    for group in data.groups:
+        check_name("group", group, where, InventoryError)
+    for host in data.hosts:
+        check_name("host", host, where, InventoryError)
     basedir = path if path.is_dir() else path.parent
     inventory = Inventory(display_path(sources[0]) if len(sources) == 1 else display_path(path), data,
                           basedir / "known_hosts", [basedir])
@@ -236,6 +248,15 @@ def load_inventory(path: Path) -> Inventory:
         for base in inventory.basedirs:
             group.file_vars.update(load_vars(base / "group_vars", group.name))
     return inventory
+
+
+def _is_inventory(file: Path) -> bool:
+    """Whether a file of an inventory directory reads as an inventory (INI or YAML) at all."""
+    try:
+        read_source(file, InventoryData())
+    except InventoryError:
+        return False
+    return True
 
 
 def read_source(file: Path, data: InventoryData) -> None:

@@ -22,6 +22,8 @@ from provision.secrets import Secret, redactor, resolve_secrets
 
 Events = Callable[[str, str, Any], None]
 MAX_RESTARTS = 4
+DEFAULT_PARALLEL = 50   # hosts at once: a fleet's connections overlap, and a thread is a host being worked on
+MAX_PARALLEL = 500      # beyond this, threads and sockets cost more than the overlap gains
 REBOOT_COMMAND = "nohup sh -c 'sleep 2; reboot || systemctl reboot' > /dev/null 2>&1 < /dev/null &\n"
 
 
@@ -30,7 +32,7 @@ class RunOptions:
     check: bool = False
     diff: bool = False
     accept_new: bool = False
-    parallel: int = 10
+    parallel: int = DEFAULT_PARALLEL
     timeouts: Timeouts = field(default_factory=Timeouts)
     reboot_timeout: float = 600.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +109,7 @@ class HostRun:
             self.result.exec_count += self.transport.exec_count
             self.transport.close()
         self.transport = open_transport(self.host, self.inventory, self.options.accept_new, self.options.timeouts)
+        self.transport.on_retry = lambda why: self.events(self.host.name, "status", why)
         self.events(self.host.name, "status", "connecting")
         self.transport.open()
         return gather_facts(self.transport)
@@ -254,7 +257,10 @@ def _diff(path: str | None, now: bytes, wanted: bytes) -> str:
 
 def run_hosts(jobs: list[tuple[Host, list[Role]]], inventory: Inventory, options: RunOptions,
               events: Events = quiet) -> dict[str, HostResult]:
-    """Run every host with its roles, up to options.parallel at once; one failure never stops the others."""
-    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+    """Run every host with its roles, up to options.parallel at once; one failure never stops the others.
+
+    A pool of options.parallel threads works through the hosts: a fleet of thousands has that many threads, not one per host.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, min(options.parallel, MAX_PARALLEL))) as pool:
         futures = [(host.name, pool.submit(HostRun(host, inventory, roles, options, events).run)) for host, roles in jobs]
         return {name: future.result() for name, future in futures}

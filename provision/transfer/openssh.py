@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from provision.inventory import Host, Inventory
 from provision.errors import ShipError
+from provision.retry import DEFAULT_RETRIES
 
 # Fast AEAD ciphers first; the rest of the list keeps working with servers that lack them.
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
@@ -22,6 +23,8 @@ class SshOptions:
     connect_timeout: int = 10
     alive_interval: int = 2
     alive_count: int = 3
+    connect_retries: int = DEFAULT_RETRIES  # more attempts when ssh fails to connect for a passing reason
+    retry_backoff: float = 1.0              # seconds before the first retry; doubles each time
 
     @property
     def link_timeout(self) -> float:
