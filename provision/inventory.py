@@ -110,6 +110,7 @@ class Inventory:
     data: InventoryData
     known_hosts: Path
     basedirs: list[Path] = field(default_factory=list)
+    _groups: dict[str, list[str]] | None = field(default=None, repr=False)
 
     @property
     def groups(self):
@@ -161,11 +162,17 @@ class Inventory:
             "inventory_hostname": name,
             "inventory_hostname_short": short,
             "group_names": sorted(member_of - {"all"}),
-            "groups": {group: self.data.members(group) for group in self.data.groups},
+            "groups": self._groups_map(),
             "inventory_file": source,
             "inventory_dir": str(Path(source).parent) if source else "",
             "hostvars": HostVars(self),
         }
+
+    def _groups_map(self) -> dict[str, list[str]]:
+        """Ansible's `groups`: every group's hosts (worked out once per inventory, shared by its hosts)."""
+        if self._groups is None:
+            self._groups = {group: self.data.members(group) for group in self.data.groups}
+        return self._groups
 
     def select(self, host: str | None = None, group: str | None = None) -> list[Host]:
         """The hosts named by --host (comma-separated) and/or --group, in inventory order."""
