@@ -18,7 +18,6 @@ from provision.results import HostResult
 from provision.roles import Role, RoleLibrary, check_variable_names, load_roles
 from provision.retry import RetryPolicy, policy_for
 from provision.runner import MAX_PARALLEL, RunOptions, gather_facts, run_hosts
-from provision.secrets import resolve_secrets
 from provision.userdata import UserData, render_userdata
 from provision.values import LocatedStr
 from provision.yamlfile import load_yaml, parse_yaml
@@ -89,8 +88,7 @@ def prepare(inventory_path: Path, host: str | None, group: str | None, roles_opt
         check_variable_names(roles_dir, h.vars, f"inventory, host {h.name}")
         policy_for(h, RetryPolicy())  # a malformed connect_retries is refused now, not at connect time
         roles = library.load(roles_for(h, roles_option))
-        checked = Host(h.name, resolve_secrets(h.vars, h.name), h.groups)
-        plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS, validating=True)
+        plan_host(roles, h, extra, EXAMPLE_FACTS, validating=True)  # reads only the secrets its roles use
         prepared.append((h, roles))
     return inventory, prepared
 

@@ -7,6 +7,7 @@ import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any
 
+from provision.ansible_names import ansible_facts, from_deepops
 from provision.errors import RoleError
 from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
@@ -15,6 +16,7 @@ from provision.roles import Role, Task, find_handler
 from provision.secrets import MARKER, Secret, resolve_secrets, secret_marker, secret_shell_name
 from provision.templating import evaluate, render_file, render_value, resolve_variables, shared_environment
 from provision.values import check_variables, one_line
+from provision.variable_use import used_names
 
 DEFAULT_APT_LOCK_TIMEOUT = 600
 # The host being planned in this thread and the secrets its script needs: the shared environment's
@@ -53,10 +55,11 @@ class Plan:
 
 
 def host_variables(roles: list[Role], host: Host, extra: dict[str, Any]) -> dict[str, Any]:
-    """Variables in precedence order: role defaults < all < group < host < -e."""
+    """Variables in precedence order: role defaults < DeepOps's names for ours < the inventory < -e."""
     merged: dict[str, Any] = {}
     for role in roles:
         merged.update(role.defaults)
+    merged.update(from_deepops(host.vars))
     merged.update(host.vars)
     merged.update(extra)
     return merged
@@ -94,13 +97,18 @@ def role_environment(roles: list[Role]):
 
 def _plan(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any], validating: bool,
           secrets_at_boot: bool, env, secrets: dict[str, Secret]) -> Plan:
-    merged = resolve_secrets(host_variables(roles, host, extra), host.name, fetch_ssm=not (validating or secrets_at_boot))
+    everything = host_variables(roles, host, extra)
+    used = used_names(roles, env, everything)
+    # Only what the roles use is rendered and has its secrets read: other tools' variables stay as written.
+    merged = resolve_secrets({k: v for k, v in everything.items() if k in used}, host.name,
+                             fetch_ssm=not (validating or secrets_at_boot))
     by_name = {value.name: value for value in merged.values() if isinstance(value, Secret)}
-    base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
+    base = {**ansible_facts(facts), **host.magic, "inventory_hostname": host.name, "facts": facts,
+            "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
     check_variables(variables, {k: v for role in roles for k, v in role.kinds.items()}, f"host {host.name}", RoleError)
-    context = {**variables, **base}
+    context = {**{k: v for k, v in everything.items() if k not in used}, **variables, **base}
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
     next_id = 1

@@ -19,6 +19,7 @@ if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
 if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo sudo=1; else echo sudo=0; fi
 if [ -d "/lib/modules/$(uname -r)/build" ]; then echo kernel_headers=1; else echo kernel_headers=0; fi
 echo "tmp_fs=$(stat -f -c %T /tmp 2>/dev/null)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 0)"
 echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)"
 for d in / /var/lib/docker /var/tmp; do
   [ -d "$d" ] && echo "disk_free_kb $d=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
@@ -51,7 +52,7 @@ EXAMPLE_FACTS: dict[str, Any] = {
     "os_id": "ubuntu", "os_version_id": "22.04", "os_codename": "jammy", "arch": "amd64",
     "kernel": "6.8.0-1015-aws", "hostname": "example", "boot_id": "00000000-0000-0000-0000-000000000000",
     "user": "ubuntu", "systemd": True, "sudo": True, "kernel_headers": True, "tmp_fs": "ext2/ext3",
-    "mem_kb": 62914560, "disk_free_kb": {"/": 100000000}, "secure_boot": "disabled",
+    "mem_kb": 62914560, "cpus": 8, "disk_free_kb": {"/": 100000000}, "secure_boot": "disabled",
     "gpus": [{"slot": "0000:00:1e.0", "pci_id": "10de:1db1", "class": "0x030200"}],
     "driver_loaded": False, "gpu_caps": {},
 }
@@ -77,7 +78,7 @@ def parse_facts(output: str) -> dict[str, Any]:
             facts["disk_free_kb"][key.split(" ", 1)[1]] = int(value or 0)
         elif key in _FLAGS:
             facts[key] = value == "1"
-        elif key == "mem_kb":
+        elif key in ("mem_kb", "cpus"):
             facts[key] = int(value or 0)
         else:
             facts[key] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from provision.connection_vars import (LOGIN_PASSWORD_VARS, Become, SshArgs, become_settings, connection_type,
@@ -21,6 +22,7 @@ from provision.yamlfile import display_path, parse_yaml
 IGNORED_EXTENSIONS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
 IGNORED_NAMES = {"group_vars", "host_vars", "vars_plugins", "known_hosts"}
 YAML_EXTENSIONS = (".yml", ".yaml", ".json")
+STRICT_SUFFIXES = ("", ".yml", ".yaml", ".ini")  # in a directory, files that must read as an inventory
 _IP_ADDRESS = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$|:")
 
 
@@ -108,6 +110,7 @@ class Inventory:
     data: InventoryData
     known_hosts: Path
     basedirs: list[Path] = field(default_factory=list)
+    _groups: dict[str, list[str]] | None = field(default=None, repr=False)
 
     @property
     def groups(self):
@@ -159,10 +162,17 @@ class Inventory:
             "inventory_hostname": name,
             "inventory_hostname_short": short,
             "group_names": sorted(member_of - {"all"}),
-            "groups": {group: self.data.members(group) for group in self.data.groups},
+            "groups": self._groups_map(),
             "inventory_file": source,
             "inventory_dir": str(Path(source).parent) if source else "",
+            "hostvars": HostVars(self),
         }
+
+    def _groups_map(self) -> dict[str, list[str]]:
+        """Ansible's `groups`: every group's hosts (worked out once per inventory, shared by its hosts)."""
+        if self._groups is None:
+            self._groups = {group: self.data.members(group) for group in self.data.groups}
+        return self._groups
 
     def select(self, host: str | None = None, group: str | None = None) -> list[Host]:
         """The hosts named by --host (comma-separated) and/or --group, in inventory order."""
@@ -188,6 +198,24 @@ class Inventory:
         return self.data.members(group)
 
 
+class HostVars(Mapping):
+    """Ansible's `hostvars`: every host's merged variables, worked out only when a template asks."""
+
+    def __init__(self, inventory: Inventory):
+        self._inventory = inventory
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        if name not in self._inventory.data.hosts:
+            raise KeyError(name)
+        return self._inventory.merged_vars(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inventory.data.hosts)
+
+    def __len__(self) -> int:
+        return len(self._inventory.data.hosts)
+
+
 def inventory_sources(path: Path) -> list[Path]:
     """The files Ansible reads for `path`: the file itself, or a directory's files in name order.
 
@@ -211,6 +239,8 @@ def load_inventory(path: Path) -> Inventory:
     data = InventoryData()
     for source in sources:
         data.current_source = str(source.resolve())
+        if path.is_dir() and source.suffix not in STRICT_SUFFIXES and not _is_inventory(source):
+            continue  # Ansible warns that it cannot parse such a file and goes on; so do we, quietly
         read_source(source, data)
     data.reconcile()
     where = display_path(path)
@@ -225,6 +255,15 @@ def load_inventory(path: Path) -> Inventory:
         for base in inventory.basedirs:
             group.file_vars.update(load_vars(base / "group_vars", group.name))
     return inventory
+
+
+def _is_inventory(file: Path) -> bool:
+    """Whether a file of an inventory directory reads as an inventory (INI or YAML) at all."""
+    try:
+        read_source(file, InventoryData())
+    except InventoryError:
+        return False
+    return True
 
 
 def read_source(file: Path, data: InventoryData) -> None:

@@ -31,6 +31,8 @@ class InventoryData:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     host_files: dict[str, str] = field(default_factory=dict)
     current_source: str = ""
+    _direct: dict[str, set[str]] | None = None  # host -> its groups, built by reconcile() for fleets
+    _members: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -104,6 +106,10 @@ class InventoryData:
             elif not groups:
                 ungrouped.hosts.append(host)
         self._set_depths()
+        self._direct = {host: set() for host in self.hosts}
+        for name, group in self.groups.items():
+            for host in group.hosts:
+                self._direct[host].add(name)
 
     def _set_depths(self) -> None:
         """A group's depth is its longest path from `all` (what Group.add_child_group keeps up to date)."""
@@ -119,6 +125,8 @@ class InventoryData:
             group.depth = depth(name)
 
     def direct_groups(self, host: str) -> set[str]:
+        if self._direct is not None:
+            return set(self._direct.get(host, ()))
         return {name for name, group in self.groups.items() if host in group.hosts}
 
     def groups_of(self, host: str) -> set[str]:
@@ -130,6 +138,8 @@ class InventoryData:
 
     def members(self, group: str) -> list[str]:
         """The hosts of `group` and of its descendants, in Ansible's order (the group's own first)."""
+        if self._direct is not None and group in self._members:
+            return list(self._members[group])
         order, seen_groups, pending = [], set(), [group]
         while pending:  # Group._walk_relationship with preserve_ordering: breadth first, first seen wins
             name = pending.pop(0)
@@ -141,6 +151,8 @@ class InventoryData:
         hosts: dict[str, None] = {}
         for name in order:
             hosts.update(dict.fromkeys(self.groups[name].hosts))
+        if self._direct is not None:
+            self._members[group] = list(hosts)
         return list(hosts)
 
     def sorted_groups(self, names: set[str]) -> list[Group]:

@@ -1,18 +1,21 @@
 """Roles as folders of data: tasks, defaults, handlers, meta and templates, validated when loaded."""
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provision.ansible_names import DEEPOPS_NAMES
 from provision.errors import RoleError
 from provision.ops import OPERATIONS, Operation
 from provision.values import check_declared_kinds, check_raw_shell
 from provision.yamlfile import display_path, load_yaml
 
 TASK_KEYS = {"name", "notify", "when"}
+MISSPELT_CUTOFF = 0.85  # difflib ratio: helper_tools_pakages ~ helper_tools_packages 0.98, base_url ~ base_apt_proxy 0.55
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,19 @@ def _role_prefixes(roles_dir: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def check_variable_names(roles_dir: Path, variables: dict[str, Any], source: str) -> None:
-    """Refuse a variable that carries a role's prefix but that the role does not define (a typo)."""
+    """Refuse a variable that carries a role's prefix and is close to, but not, one the role defines (a typo).
+
+    Other tools' variables that share a prefix (DeepOps's nvidia_driver_force_install, base_url) pass.
+    """
     prefixes = _role_prefixes(Path(roles_dir))
     for variable in variables:
         matches = [p for p in prefixes if variable.startswith(p)]
-        if not matches:
+        if not matches or variable in DEEPOPS_NAMES:
             continue
         role, defined = prefixes[max(matches, key=len)]
-        if variable not in defined:
+        close = difflib.get_close_matches(variable, defined, n=1, cutoff=MISSPELT_CUTOFF)
+        if variable not in defined and close:
             raise RoleError(
-                f"unknown variable '{variable}' ({source}): role {role} defines {', '.join(defined) or 'no variables'}"
+                f"unknown variable '{variable}' ({source}): did you mean '{close[0]}'? role {role} defines "
+                f"{', '.join(defined)}"
             )

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from provision.connection_vars import Become
+from provision.connection_vars import BECOME_PASSWORD_VARS, LOGIN_PASSWORD_VARS, Become
 from provision.compiler import Plan, plan_host, render_script
 from provision.connection import Timeouts, open_transport
 from provision.errors import ConnectError, ProvisionError, StepFailed
@@ -115,12 +115,13 @@ class HostRun:
         return gather_facts(self.transport)
 
     def _run(self) -> None:
-        host_vars = resolve_secrets(self.host.vars, self.host.name)
-        extra = resolve_secrets(self.options.extra, self.host.name)
-        host = Host(self.host.name, host_vars, self.host.groups, self.host.magic)
-        self.become = host.become
-        self.redact = redactor([v for v in {**host_vars, **extra}.values() if hasattr(v, "value")]
-                               + self._connection_secrets(host))
+        # Only the connection's own passwords are read here; the plan reads the secrets its roles use.
+        passwords = {k: v for k, v in self.host.vars.items() if k in BECOME_PASSWORD_VARS + LOGIN_PASSWORD_VARS}
+        host = Host(self.host.name, {**self.host.vars, **resolve_secrets(passwords, self.host.name)},
+                    self.host.groups, self.host.magic)
+        self.host, self.become = host, host.become
+        extra = self.options.extra
+        self.redact = redactor(self._connection_secrets(host))
         facts = self._connect()
         for _ in range(MAX_RESTARTS + 1):
             if not facts.get("sudo") and host.become.password is None:

@@ -80,3 +80,21 @@ def test_inventory_host_view_hides_passwords(tmp_path):
     write(tmp_path / "hosts", "[gpu]\nh1 ansible_become_password=s3cr3t ngc='{\"secret_env\": \"NGC\"}'\n")
     shown = host_view(load_inventory(tmp_path / "hosts"), "h1")
     assert shown["ansible_become_password"] == "***" and shown["ngc"] == "***"
+
+
+def test_ship_passes_the_inventory_proxy_command_to_openssh_as_written(tmp_path):
+    from provision.transfer.openssh import SshOptions, resolve_hop, ssh_argv
+    write(tmp_path / "hosts", "[hpc]\nlogin1 ansible_host=10.0.3.1 "
+                              "ansible_ssh_common_args='-o ProxyCommand=\"ssh -W %h:%p -q alice@bastion\"'\n")
+    inventory = load_inventory(tmp_path / "hosts")
+    argv = ssh_argv(resolve_hop(inventory.host("login1"), inventory), inventory, SshOptions(), "true")
+    assert argv[argv.index("ProxyCommand=ssh -W %h:%p -q alice@bastion") - 1] == "-o"
+
+
+def test_login_password_is_given_to_paramiko_not_argv(tmp_path, monkeypatch):
+    from provision import connection
+    write(tmp_path / "hosts", "[gpu]\nh1 ansible_host=192.0.2.3 ansible_password=pw-9\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    inventory = load_inventory(tmp_path / "hosts")
+    made = connection._connection(inventory.host("h1"), inventory, False, connection.Timeouts())
+    assert made.connect_kwargs["password"] == "pw-9" and made.host == "192.0.2.3"

@@ -92,7 +92,8 @@ def test_undefined_variable_in_a_template_names_its_line(tmp_path, monkeypatch):
 
 def test_misspelt_role_variable_from_the_command_line(tmp_path, monkeypatch):
     message = refused(tmp_path, monkeypatch, {"tasks.yml": "[]\n"}, extra={"helper_tools_pakages": ["x"]})
-    assert message == "unknown variable 'helper_tools_pakages' (-e): role helper_tools defines helper_tools_extra, helper_tools_packages"
+    assert message == ("unknown variable 'helper_tools_pakages' (-e): did you mean 'helper_tools_packages'? "
+                       "role helper_tools defines helper_tools_extra, helper_tools_packages")
 
 
 def test_command_without_a_guard_is_refused(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from provision.ansible_names import from_deepops
 from provision.errors import ProvisionError, RecipeError
 from provision.ops.base import q
 from provision.pipeline.recipes import Recipe
@@ -120,7 +121,8 @@ def _login_sh(host: str, logins: dict[str, Any], host_name: str) -> tuple[str, l
 
 def login_sh(host: str, remote: Remote) -> tuple[str, list[str]]:
     """Shell logging the builder's docker in to registry `host` with its inventory credentials (or nothing)."""
-    return _login_sh(host, remote.host.vars.get("registry_logins") or {}, remote.host.name)
+    variables = {**from_deepops(remote.host.vars), **remote.host.vars}  # DeepOps's docker_login_registries too
+    return _login_sh(host, variables.get("registry_logins") or {}, remote.host.name)
 
 
 def ecr_repository_sh(registry: Registry, repository: str) -> str:
