@@ -7,6 +7,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 from rich.console import Console
+from rich.markup import escape
 
 from provision.errors import ProvisionError
 from provision.lab.invoke_tasks import lab
@@ -14,11 +15,11 @@ from provision.lab.invoke_tasks import lab
 # Each task imports what it uses when it runs: `invoke provision` starts without the pipeline's modules.
 
 INVENTORY = "hosts"
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _fail(exc: ProvisionError) -> Exit:
-    console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+    console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
     return Exit(code=2)
 
 
@@ -40,8 +41,8 @@ def _fail(exc: ProvisionError) -> Exit:
                            "reset, timed out; default 2, 0 for none); a host's connect_retries variable wins",
     },
 )
-def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=50,
-              inventory=INVENTORY, accept_new=False, connect_timeout=15, connect_retries=2):
+def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=None,
+              inventory=INVENTORY, accept_new=False, connect_timeout=None, connect_retries=None):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
     from provision import cli
     from provision.connection import Timeouts
@@ -49,8 +50,11 @@ def provision(c, host=None, group=None, roles=None, check=False, diff=False, ext
     from provision.runner import RunOptions
 
     try:
-        timeouts = Timeouts(connect=float(connect_timeout), connect_retries=check_retries(connect_retries, "--connect-retries"))
-        options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
+        timeouts = Timeouts(connect=cli.number_option(connect_timeout or 15, "--connect-timeout", 0.1, whole=False),
+                            connect_retries=check_retries(2 if connect_retries is None else connect_retries,
+                                                          "--connect-retries"))
+        options = RunOptions(check=check, diff=diff, accept_new=accept_new,
+                             parallel=cli.number_option(parallel or 50, "--parallel"),
                              timeouts=timeouts, extra=cli.parse_extra(extra))
         results = cli.provision(Path(inventory), host, group, roles, options, json, console)
     except ProvisionError as exc:
@@ -89,6 +93,20 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     console.print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
 
 
+@task(iterable=["extra"], help={"roles": "roles for the check-mode run, comma-separated (default: the builder's)",
+                                "save": "directory to keep nvidia-smi's raw outputs in (real captures for fixtures)",
+                                "json": "write the check-mode run's report here", "extra": "variable key=value"})
+def gpucheck(c, roles=None, save=None, json=None, extra=None):
+    """On a machine with an NVIDIA GPU: facts, preflight, nvidia-smi's parsers and a check-mode builder run, here."""
+    from provision import cli
+    from provision.gpu.machine_check import BUILDER_ROLES, gpu_check
+
+    names = roles.split(",") if roles else list(BUILDER_ROLES)
+    checks = _or_fail(lambda: gpu_check(console, names, cli.parse_extra(extra), Path(save) if save else None, json))
+    if any(check.ok is False for check in checks):
+        raise Exit(code=1)
+
+
 @task(iterable=["extra"], help={
     "host": "host name from the inventory (its declared_facts say what the instance will be)",
     "roles": "roles to apply, comma-separated (default: the host's roles variable)",
@@ -109,6 +127,22 @@ def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_
     target.write_bytes(data.body)
     console.print(f"{target}: {len(data.body):,} bytes of EC2's 16,384 ({data.budget_left:,} left); "
                   f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
+
+
+@task(name="inventory", help={"list": "every group and host with merged vars, as ansible-inventory --list prints them",
+                              "host": "one host's merged variables (secrets shown as ***)",
+                              "graph": "the group tree with its hosts", "group": "the group --graph starts at (default all)",
+                              "inventory": "inventory directory or file (default hosts/)"})
+def inventory_task(c, list=False, host=None, graph=False, group="all", inventory=INVENTORY):
+    """Show the inventory as Ansible reads it: --list (JSON), --host NAME, or --graph."""
+    from provision.inventory import load_inventory
+    from provision.inventory_view import dump, graph as group_tree, host_view, inventory_list
+
+    if not (list or host or graph):
+        raise _fail(ProvisionError("say what to show: --list, --host NAME or --graph"))
+    loaded = _or_fail(lambda: load_inventory(Path(inventory)))
+    print(_or_fail(lambda: dump(host_view(loaded, host)) if host else group_tree(loaded, group) if graph
+                   else dump(inventory_list(loaded))))
 
 
 def _lines(line: str) -> None:
@@ -137,13 +171,14 @@ def build(c, name, on, inventory=INVENTORY):
     _or_fail(body)
 
 
-@task(help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
-            "registry": "registry host (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com, nvcr.io/ORG, HOST:PORT)",
+@task(iterable=["tag"], help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
+            "registry": "registry (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com[/PATH], nvcr.io/ORG, HOST:PORT[/PATH])",
+            "tag": "another tag to push besides the recipe's (e.g. latest); repeatable",
             "inventory": "inventory directory"})
-def push(c, name, on, registry=None, inventory=INVENTORY):
-    """Tag and push a built image; logins take the password on stdin (registry_logins of the builder)."""
+def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
+    """Tag and push a built image; logins found by registry host (registry_logins of the builder), password on stdin."""
     from provision.pipeline.recipes import load_recipe
-    from provision.pipeline.registry import push as image_push
+    from provision.pipeline.registry import check_push, push as image_push
     from provision.pipeline.remote import Remote
 
     def body():
@@ -151,8 +186,9 @@ def push(c, name, on, registry=None, inventory=INVENTORY):
         target = registry or recipe.values.get("registry")
         if not target:
             raise ProvisionError(f"push {name}: name a registry (--registry) or set registry: in images/{name}/recipe.yml")
+        check_push(target, list(tag or []))
         with Remote(Path(inventory), on) as remote:
-            console.print(f"pushed {image_push(recipe, remote, target, _lines)}")
+            console.print(f"pushed {', '.join(image_push(recipe, remote, target, _lines, list(tag or [])))}")
     _or_fail(body)
 
 
@@ -247,5 +283,5 @@ def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None
     console.print(result.summary())
 
 
-namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
+namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
                        notebook, lab)

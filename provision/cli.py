@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from provision.compiler import plan_host
@@ -18,6 +17,8 @@ from provision.roles import Role, RoleLibrary, check_variable_names, load_roles
 from provision.retry import RetryPolicy, policy_for
 from provision.runner import MAX_PARALLEL, RunOptions, gather_facts, run_hosts
 from provision.secrets import resolve_secrets
+from provision.values import LocatedStr
+from provision.yamlfile import load_yaml, parse_yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
 ROLES_DIR = PROJECT / "roles"
@@ -28,7 +29,7 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for item in items or []:
         if item.startswith("@"):
-            data = yaml.safe_load(Path(item[1:]).read_text()) or {}
+            data = load_yaml(Path(item[1:]), ProvisionError) or {}
             if not isinstance(data, dict):
                 raise ProvisionError(f"-e {item}: the file must hold a mapping")
             extra.update(data)
@@ -36,8 +37,30 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ProvisionError(f"-e {item!r}: expected key=value")
-        extra[key.strip()] = yaml.safe_load(value) if value else ""
+        extra[key.strip()] = _from_command_line(parse_yaml(value, f"-e {key.strip()}", ProvisionError)) if value else ""
     return extra
+
+
+def _from_command_line(value: Any) -> Any:
+    """A -e value whose strings say they came from -e (an error then names it, not a file line)."""
+    if isinstance(value, LocatedStr):
+        return LocatedStr(value, "-e")
+    if isinstance(value, list):
+        return [_from_command_line(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _from_command_line(item) for key, item in value.items()}
+    return value
+
+
+def number_option(value: Any, option: str, least: float = 1, whole: bool = True) -> float:
+    """A numeric command-line option, refused in one line unless a (whole) number of at least `least`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number >= least or (whole and not number.is_integer()):
+        raise ProvisionError(f"{option} must be a {'whole ' if whole else ''}number of at least {least:g}, got {value!r}")
+    return int(number) if whole else number
 
 
 def roles_for(host: Host, roles_option: str | None) -> list[str]:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import os
+import re
+import shlex
 import socket
 import subprocess
 import threading
@@ -17,6 +20,7 @@ import paramiko
 
 from provision.errors import ConnectError, HostKeyError, TransientConnectError
 from provision.inventory import Host, Inventory
+from provision.secrets import Secret
 from provision.retry import DEFAULT_RETRIES, RetryPolicy, policy_for, transient_socket_error, with_retries
 
 LineHandler = Callable[[str], None]
@@ -276,10 +280,32 @@ def _connection(host: Host, inventory: Inventory, accept_new: bool, timeouts: Ti
     connect_kwargs = {"banner_timeout": timeouts.connect, "auth_timeout": timeouts.connect}
     if host.ssh_key:
         connect_kwargs.update(key_filename=[os.path.expanduser(str(host.ssh_key))], look_for_keys=False, allow_agent=False)
+    if host.login_password is not None:
+        password = host.login_password
+        connect_kwargs["password"] = password.value if isinstance(password, Secret) else str(password)
+    if host.proxy_command:
+        connect_kwargs["sock"] = proxy_socket(host)
     conn = fabric.Connection(host.address, user=host.user, port=host.port, connect_timeout=timeouts.connect,
                              connect_kwargs=connect_kwargs, gateway=gateway)
     _harden(conn, inventory, accept_new, host.name)
     return conn
+
+
+def proxy_command_line(host: Host) -> str:
+    """The host's ssh ProxyCommand with OpenSSH's %h, %p, %r and %% expanded, run by sh as OpenSSH does."""
+    tokens = {"h": host.address, "p": str(host.port or 22), "r": host.user or getpass.getuser(), "%": "%", "n": host.name}
+
+    def expand(found: re.Match) -> str:
+        if found.group(1) not in tokens:
+            raise ConnectError(f"{host.name}: ProxyCommand token %{found.group(1)} is not supported (%h %p %r %n %%)")
+        return tokens[found.group(1)]
+
+    return "exec " + re.sub(r"%(.)", expand, str(host.proxy_command))
+
+
+def proxy_socket(host: Host) -> paramiko.ProxyCommand:
+    """A socket through the host's ProxyCommand (started now; closed with the connection)."""
+    return paramiko.ProxyCommand(shlex.join(["sh", "-c", proxy_command_line(host)]))
 
 
 def _plain_connection(spec: str, inventory: Inventory, accept_new: bool, timeouts: Timeouts) -> fabric.Connection:

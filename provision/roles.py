@@ -9,6 +9,7 @@ from typing import Any
 
 from provision.errors import RoleError
 from provision.ops import OPERATIONS, Operation
+from provision.values import check_declared_kinds, check_raw_shell
 from provision.yamlfile import display_path, load_yaml
 
 TASK_KEYS = {"name", "notify", "when"}
@@ -40,6 +41,7 @@ class Role:
     tasks: list[Task]
     handlers: list[Task]
     dependencies: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def shown_path(self) -> str:
@@ -117,6 +119,7 @@ def _load_role(path: Path) -> Role:
     dependencies = meta.get("dependencies") or []
     if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
         raise RoleError(f"{shown}/meta.yml:{getattr(meta, 'line', 1)}: dependencies must be a list of role names")
+    kinds = check_declared_kinds(meta.get("kinds"), defaults, f"{shown}/meta.yml", RoleError)
     tasks = [_task(path.name, item, f"{shown}/tasks.yml") for item in _optional(path / "tasks.yml", list) or []]
     handlers = [_task(path.name, item, f"{shown}/handlers.yml") for item in _optional(path / "handlers.yml", list) or []]
     seen: set[str] = set()
@@ -124,7 +127,7 @@ def _load_role(path: Path) -> Role:
         if handler.name in seen:
             raise RoleError(f"{handler.where}: a second handler named '{handler.name}'")
         seen.add(handler.name)
-    return Role(path.name, path, dict(defaults), tasks, handlers, list(dependencies))
+    return Role(path.name, path, dict(defaults), tasks, handlers, list(dependencies), kinds)
 
 
 def _optional(file: Path, kind: type) -> Any:
@@ -152,6 +155,7 @@ def _task(role: str, item: Any, file: str) -> Task:
         raise RoleError(f"{where}: a task names exactly one operation, found {len(ops)}: {', '.join(ops) or 'none'}")
     op = OPERATIONS[ops[0]]
     op.validate(item[ops[0]], where)
+    check_raw_shell(item[ops[0]], where, RoleError)
     notify = item.get("notify") or []
     notify = [notify] if isinstance(notify, str) else notify
     if not isinstance(notify, list):

@@ -70,7 +70,7 @@ def ship(source: str, host: str, inventory_dir: Path, dest_dir: str | None = Non
     inventory = load_inventory(Path(inventory_dir))
     target = inventory.host(host)
     policy = policy_for(target, RetryPolicy(options.connect_retries, options.retry_backoff))
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
 
     def retrying(attempt: int, delay: float, exc: Exception) -> None:
         console.print(f"{host}: connect attempt {attempt} failed, again in {delay:g}s: {exc}", style="yellow",

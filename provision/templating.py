@@ -1,4 +1,4 @@
-"""jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
+"""Sandboxed jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from provision.errors import RoleError
 
@@ -16,8 +17,14 @@ _WHOLE_EXPRESSION = re.compile(r"\A\{\{\s*(.+?)\s*\}\}\Z", re.S)
 
 
 def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
-    """The one jinja2 environment: undefined variables are errors, trailing newlines are kept."""
-    env = jinja2.Environment(
+    """The one jinja2 environment, sandboxed: templates read data but reach no Python internals.
+
+    Roles, inventory values, recipes and job templates all render here. jinja2's immutable
+    sandbox refuses attributes such as `__globals__` and calls that mutate; the helper globals
+    (lipsum, cycler, joiner, namespace) are removed, as nothing needs them. Undefined variables
+    are errors; trailing newlines are kept.
+    """
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -25,6 +32,8 @@ def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    for name in ("lipsum", "cycler", "joiner", "namespace"):
+        env.globals.pop(name, None)
     env.filters["quote"] = lambda value: shlex.quote(str(value))
     return env
 
@@ -50,6 +59,8 @@ def _describe(exc: Exception) -> str:
         return f"undefined variable: {exc.message}"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"template syntax: {exc.message}"
+    if isinstance(exc, SecurityError):
+        return f"refused by the template sandbox: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 

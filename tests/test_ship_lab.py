@@ -91,12 +91,21 @@ def test_ship_arrives_through_the_gateway_with_its_sha256(lab, shipper, tmp_path
     assert lab.exec(HPC, f"stat -c %U {SIF_DIR}/model.sif").stdout.strip() == "ubuntu"
 
 
-def test_unchanged_reship_is_skipped_in_under_a_second_and_sends_nothing(shipper, tmp_path):
+def test_unchanged_reship_is_skipped_after_one_round_trip_and_sends_nothing(shipper, tmp_path, monkeypatch):
     sha = random_file(tmp_path / "same.sif", 3)
+    # Every ssh that ship starts, through its gateway too, goes through this logging wrapper.
+    real_ssh = shutil.which("ssh")
+    wrapper = tmp_path / "bin" / "ssh"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {tmp_path}/ssh.log\nexec {real_ssh} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     assert shipper(tmp_path / "same.sif").bytes_sent == 3 << 20
+    first = (tmp_path / "ssh.log").read_text().splitlines()
     again = shipper(tmp_path / "same.sif")
     assert (again.skipped, again.bytes_sent, again.sha256) == (True, 0, sha)
-    assert again.seconds < 1.0
+    sessions = [line for line in (tmp_path / "ssh.log").read_text().splitlines()[len(first):] if " -W " not in line]
+    assert len(sessions) == 1, f"one round trip (the probe), not {sessions}"
 
 
 def test_cut_link_fails_in_time_keeps_no_final_file_and_next_ship_sends_only_the_rest(lab, shipper, tmp_path):

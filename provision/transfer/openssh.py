@@ -42,6 +42,7 @@ class Hop:
     port: int | None
     key: str | None
     gateway: Hop | None
+    proxy_command: str | None = None
 
 
 def resolve_hop(host: Host, inventory: Inventory, depth: int = 0) -> Hop:
@@ -59,7 +60,7 @@ def resolve_hop(host: Host, inventory: Inventory, depth: int = 0) -> Hop:
             port = int(spec["port"]) if spec["port"] else None
             gateway = Hop(str(host.gateway), spec["host"], spec["user"], port, host.ssh_key, None)
     key = os.path.expanduser(str(host.ssh_key)) if host.ssh_key else None
-    return Hop(host.name, host.address, host.user, host.port, key, gateway)
+    return Hop(host.name, host.address, host.user, host.port, key, gateway, host.proxy_command)
 
 
 def ssh_argv(hop: Hop, inventory: Inventory, options: SshOptions, remote_command: str | None = None,
@@ -84,6 +85,8 @@ def ssh_argv(hop: Hop, inventory: Inventory, options: SshOptions, remote_command
         argv += ["-p", str(hop.port)]
     if hop.gateway:
         argv += ["-o", "ProxyCommand=" + proxy_command(hop.gateway, inventory, options)]
+    elif hop.proxy_command:  # the inventory's own ProxyCommand (ansible_ssh_common_args), as ssh takes it
+        argv += ["-o", "ProxyCommand=" + hop.proxy_command]
     if forward:
         argv += ["-W", forward]
     argv += ["--", hop.address]

@@ -12,6 +12,7 @@ from typing import BinaryIO, Iterator
 
 from provision.inventory import Inventory
 from provision.errors import ShipError, TransientConnectError
+from provision.pipeline.builddir import build_dir
 from provision.retry import openssh_transient
 from provision.transfer.openssh import SshOptions, resolve_hop, sh_command, ssh_argv
 
@@ -86,11 +87,16 @@ def _run(argv: list[str], label: str) -> str:
 
 
 def open_source(source: str, inventory: Inventory, options: SshOptions) -> Source:
-    """A local file, or `BUILDER:PATH` when BUILDER is an inventory host and no local file has that name."""
+    """A local file, or `BUILDER:PATH` when BUILDER is an inventory host and no local file has that name.
+
+    PATH is absolute, relative to the builder's home, or a bare name in its build_dir (NAME.sif).
+    """
     builder, sep, remote_path = source.partition(":")
     if sep and builder in inventory.host_vars and not os.path.exists(source):
         if not remote_path:
             raise ShipError(f"{source}: no path after the builder name")
+        if "/" not in remote_path:  # a bare file name is in the builder's build_dir
+            remote_path = f"{build_dir(inventory.host(builder)).rstrip('/')}/{remote_path}"
         if remote_path.startswith("~/"):
             remote_path = remote_path[2:]  # ssh runs commands in the home directory
         hop = resolve_hop(inventory.host(builder), inventory)
