@@ -119,7 +119,7 @@ def ensure_python(lab, names: list[str]) -> None:
     script = ("command -v python3 > /dev/null && python3 -c 'import apt' 2>/dev/null || "
               "{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
               "--no-install-recommends python3 python3-apt > /dev/null; }")
-    with ThreadPoolExecutor(len(names)) as pool:
+    with ThreadPoolExecutor(min(len(names), 8)) as pool:  # 50 apt runs at once swamp a small machine
         list(pool.map(lambda name: lab.exec(name, script), names))
 
 
