@@ -10,15 +10,12 @@ from provision.compiler import plan_host
 from provision.connection import Timeouts, open_transport
 from provision.errors import ProvisionError, RoleError
 from provision.facts import EXAMPLE_FACTS
-from provision.gpu.plan import request_from
-from provision.gpu.preflight import decide
 from provision.inventory import Host, Inventory, load_inventory
 from provision.report import LiveView, print_errors, print_verifications, summary_table, write_json
 from provision.results import HostResult
 from provision.roles import Role, RoleLibrary, check_variable_names, load_roles
 from provision.retry import RetryPolicy, policy_for
 from provision.runner import MAX_PARALLEL, RunOptions, gather_facts, run_hosts
-from provision.userdata import UserData, render_userdata
 from provision.values import LocatedStr
 from provision.yamlfile import load_yaml, parse_yaml
 
@@ -127,6 +124,9 @@ def _gather(inventory: Inventory, target: Host, accept_new: bool, timeouts: Time
 
 def preflight(inventory_path: Path, host: str, extra: dict[str, Any], accept_new: bool, timeouts: Timeouts):
     """The GPU decision for one host from its real facts and its variables (raises PreflightError)."""
+    from provision.gpu.plan import request_from
+    from provision.gpu.preflight import decide
+
     inventory = load_inventory(inventory_path)
     target = inventory.host(host)
     found = _gather(inventory, target, accept_new, timeouts)
@@ -138,8 +138,10 @@ def preflight(inventory_path: Path, host: str, extra: dict[str, Any], accept_new
 
 
 def userdata(inventory_path: Path, host: str, roles_option: str | None, extra: dict[str, Any], fmt: str,
-             embed_secrets: bool, roles_dir: Path = ROLES_DIR) -> UserData:
-    """User-data for one host from its declared facts and roles (no connection)."""
+             embed_secrets: bool, roles_dir: Path = ROLES_DIR):
+    """User-data for one host from its declared facts and roles (no connection); a UserData."""
+    from provision.userdata import render_userdata
+
     inventory = load_inventory(inventory_path)
     target = inventory.host(host)
     check_variable_names(roles_dir, extra, "-e")

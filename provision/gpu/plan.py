@@ -1,9 +1,10 @@
 """The preflight decision as roles see it: `nvidia.branch`, `nvidia.flavour`... decided on first use."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from provision.gpu.preflight import Decision, decide
+if TYPE_CHECKING:  # preflight (and the GPU table) load on first use: most runs never read `nvidia`
+    from provision.gpu.preflight import Decision
 
 REQUEST_KEYS = ("nvidia_driver_route", "nvidia_driver_branch", "nvidia_driver_flavour", "cuda_version", "ngc_pytorch_tag")
 
@@ -23,6 +24,8 @@ class NvidiaView:
     @property
     def decision(self) -> Decision:
         if self._decision is None:
+            from provision.gpu.preflight import decide
+
             self._decision = decide(self._facts, request_from(self._variables))
         return self._decision
 

@@ -4,14 +4,17 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from provision.lab.commands import LabError
-from provision.lab.lab import Lab
-from provision.lab.packages import ensure_packages
+
+# Lab and ensure_packages are imported inside each task: `invoke --list` should not load the lab.
 
 
 @task(help={"hosts": "how many hosts to bring up (lab1, lab2, ...; labsd1, ... with --systemd)",
             "systemd": "boot the hosts with systemd (for services such as docker)"})
 def up(c, hosts=3, systemd=False):
     """Bring lab hosts up on this machine and write their inventory."""
+    from provision.lab.lab import Lab
+    from provision.lab.packages import ensure_packages
+
     if hosts < 1:
         raise Exit(f"lab.up: --hosts must be at least 1, not {hosts}")
     lab, prefix = Lab(), "labsd" if systemd else "lab"
@@ -29,6 +32,8 @@ def up(c, hosts=3, systemd=False):
 @task
 def down(c):
     """Tear the whole lab down: hosts, namespaces, mounts, the bridge and the apt cache."""
+    from provision.lab.lab import Lab
+
     try:
         Lab().down()
     except LabError as exc:
@@ -38,6 +43,8 @@ def down(c):
 @task
 def status(c):
     """List the lab's hosts, whether each runs, and whether the apt cache runs."""
+    from provision.lab.lab import Lab
+
     lab = Lab()
     for made_host in lab.hosts():
         state = "running" if lab.is_running(made_host.name) else "stopped"
