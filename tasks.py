@@ -129,6 +129,42 @@ def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_
                   f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
 
 
+@task(iterable=["extra"], help={
+    "host": "host name from the inventory: its ec2 variable (ami, key_name, region, ...) and declared_facts",
+    "roles": "roles to apply, comma-separated (default: the host's roles variable)",
+    "extra": "variable key=value (value read as YAML); repeatable",
+    "embed_secrets": "put secret values in the user-data (readable on the instance); default: SSM at boot",
+    "timeout": "seconds to follow the user-data run (default 3600)", "inventory": "inventory directory"})
+def launch(c, host, roles=None, extra=None, embed_secrets=False, timeout=3600, inventory=INVENTORY):
+    """Run an EC2 instance with the host's user-data, record its host key once it matches the console, follow the run."""
+    from provision import cli
+    from provision.launch import launch_and_follow
+
+    _, status = _or_fail(lambda: launch_and_follow(Path(inventory), host, roles, cli.parse_extra(extra),
+                                                   embed_secrets, _lines, float(timeout)))
+    _report_status(status)
+
+
+@task(name="userdata-status", help={"host": "host name from the inventory (its address answers SSH)",
+                                    "timeout": "seconds to follow (default 3600)", "inventory": "inventory directory"})
+def userdata_status(c, host, timeout=3600, inventory=INVENTORY):
+    """Follow a host's user-data run until it says finished or failed (the log's last lines on failure)."""
+    from provision.inventory import load_inventory
+    from provision.userdata_status import follow_status
+
+    def body():
+        loaded = load_inventory(Path(inventory))
+        return follow_status(loaded.host(host), loaded, _lines, float(timeout))
+    _report_status(_or_fail(body))
+
+
+def _report_status(status) -> None:
+    for line in status.log_tail:
+        _lines(line)
+    if status.status != "finished":
+        raise Exit(f"{status.host}: user-data {status.status}", code=1)
+
+
 @task(name="inventory", help={"list": "every group and host with merged vars, as ansible-inventory --list prints them",
                               "host": "one host's merged variables (secrets shown as ***)",
                               "graph": "the group tree with its hosts", "group": "the group --graph starts at (default all)",
@@ -290,5 +326,6 @@ def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None
     console.print(result.summary())
 
 
-namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
+namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, launch, userdata_status, build, push, sif,
+                       ship_task, pipeline, submit, jobs, logs,
                        notebook, lab)

@@ -75,3 +75,7 @@ class KeptPartMismatchError(VerifyError):
 
 class LinkLostError(ConnectError):
     """The link died mid-transfer; the partial file stays at the far end for the next ship."""
+
+
+class LaunchError(ProvisionError):
+    """An instance could not be launched, reached or its host key verified; nothing unverified was recorded."""

@@ -64,6 +64,15 @@ def builder(lab, tmp_path_factory):
         RUN chmod 755 /usr/local/bin/hello
         CMD ["sh", "-c", {{ start | tojson }}]
     """)
+    write(images / "labgpu" / "recipe.yml", f"""
+        name: labgpu
+        tag: "1"
+        base: {registry}/lab/base:1
+        gpu_architectures: [volta]
+        gpu_entrypoint: true
+        start: echo trained on $(hostname)
+    """)
+    write(images / "labgpu" / "Dockerfile.j2", (PROJECT / "images" / "pytorch-volta" / "Dockerfile.j2").read_text())
     yield {"inventory": directory, "images": images, "registry": registry}
     stack.stop()
     patch.undo()
@@ -176,3 +185,15 @@ def test_a_build_dir_under_opt_is_made_for_the_connecting_user_and_holds_context
     shipped = ship(f"{BUILDER}:labapp.sif", BUILDER, hosts, "/home/ubuntu/shipped", console=Console(file=io.StringIO()))
     assert shipped.path == "/home/ubuntu/shipped/labapp.sif"
     assert lab.exec(BUILDER, "cmp /opt/voltaBuild/labapp.sif /home/ubuntu/shipped/labapp.sif").returncode == 0
+
+
+def test_a_framework_recipe_started_without_gpus_says_to_pass_gpus_all_and_still_runs(lab, builder):
+    recipe = load_recipe("labgpu", builder["images"])
+    with Remote(builder["inventory"], BUILDER) as remote:
+        build(recipe, remote)
+    entrypoint = lab.exec(BUILDER, "docker image inspect --format '{{json .Config.Entrypoint}}' labgpu:1").stdout
+    assert json.loads(entrypoint) == ["/bin/sh", "/usr/local/bin/gpu-entrypoint"]
+    done = lab.exec(BUILDER, "docker run --rm --hostname gpuless labgpu:1 2> /tmp/stderr; cat /tmp/stderr >&2")
+    assert done.stdout == "trained on gpuless\n"
+    assert done.stderr.strip() == ("gpu-check: no NVIDIA GPU is visible in this container; pass --gpus all to docker "
+                                   "(docker run --gpus all IMAGE ...). Running without GPUs.")

@@ -84,7 +84,8 @@ def test_two_logins_for_one_registry_are_refused():
 
 def test_ecr_logs_in_with_a_token_from_the_aws_cli_on_stdin():
     script, secrets = _login_sh(ECR, {}, "b1")
-    assert script == (f"aws ecr get-login-password --region us-east-1 | "
+    assert script.splitlines()[0].startswith("command -v aws > /dev/null || { echo 'the AWS CLI is not on this builder")
+    assert script.splitlines()[1] == (f"aws ecr get-login-password --region us-east-1 | "
                       f"docker login --username AWS --password-stdin {ECR} || exit 1")
     assert secrets == []
 
@@ -110,6 +111,8 @@ def test_an_ecr_push_creates_the_repository_when_missing_then_pushes_every_tag()
     assert targets == [f"{ECR}/team/fastai2:25.06", f"{ECR}/team/fastai2:latest"]
     lines = script.splitlines()
     assert lines[0] == "LOGIN"
+    assert lines[1].startswith("command -v aws > /dev/null ||")
+    lines.pop(1)
     assert lines[1].startswith("aws ecr describe-repositories --region us-east-1 --registry-id 123456789012 "
                                "--repository-names team/fastai2 > /dev/null 2>&1 || ")
     assert "aws ecr create-repository --region us-east-1 --registry-id 123456789012 --repository-name team/fastai2" in lines[1]

@@ -172,6 +172,11 @@ class Lab:
 
     # -- reaching in ----------------------------------------------------------------------
 
+    def console(self, name: str) -> str:
+        """What the host's boots printed on its console so far (EC2's GetConsoleOutput, for the lab)."""
+        log = self._machine(name).console_log
+        return log.read_text(errors="replace") if log.exists() else ""
+
     def exec(self, name: str, command: str, check: bool = True,
              input: bytes | None = None) -> subprocess.CompletedProcess:
         """Run `sh -c command` as root inside the host; LabError on failure when check."""

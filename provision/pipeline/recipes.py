@@ -12,8 +12,11 @@ from provision.yamlfile import display_path, load_yaml
 from provision.errors import RecipeError  # noqa: F401  (defined with the others)
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent.parent / "images"
+# The entrypoint of recipes with gpu_entrypoint: true: says what to pass when no GPU is visible.
+GPU_ENTRYPOINT = Path(__file__).resolve().parent.parent / "gpu-entrypoint.sh"
 FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "python_packages": list,
-          "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str}
+          "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str,
+          "gpu_entrypoint": bool}
 REQUIRED = ("name", "tag", "base", "gpu_architectures")
 
 
@@ -43,7 +46,8 @@ def load_recipe(name: str, images_dir: Path = IMAGES_DIR, overrides: dict[str, A
     where = display_path(file)
     if not isinstance(data, dict):
         raise RecipeError(f"{where}:1: a recipe is a mapping")
-    values = {"platform": "linux/amd64", "python_packages": [], "files": {}, "ports": [], "start": "", **data,
+    values = {"platform": "linux/amd64", "python_packages": [], "files": {}, "ports": [], "start": "",
+              "gpu_entrypoint": False, **data,
               **(overrides or {})}
     for key, value in values.items():
         if key not in FIELDS:
@@ -73,6 +77,8 @@ def render_context(recipe: Recipe) -> dict[str, bytes]:
         raise RecipeError(f"{shown}/: no Dockerfile.j2 to build from")
     for src in recipe.values["files"]:
         context[src] = (recipe.directory / src).read_bytes()
+    if recipe.values["gpu_entrypoint"]:
+        context["gpu-entrypoint.sh"] = GPU_ENTRYPOINT.read_bytes()
     return context
 
 

@@ -92,9 +92,14 @@ def find_login(logins: dict[str, Any], host: str, where: str) -> tuple[str, Any]
     return found[0] if found else None
 
 
+AWS_NEEDED = ("command -v aws > /dev/null || { echo 'the AWS CLI is not on this builder: give it the aws_cli role "
+              "(aws_cli_enabled: true) and run invoke provision'; exit 1; }")
+
+
 def _ecr_login_sh(registry: Registry) -> str:
     """ECR: a 12-hour token from the builder's AWS credentials, on stdin (AWS ECR user guide, registry auth)."""
-    return (f"aws ecr get-login-password --region {registry.ecr['region']} | "
+    return (f"{AWS_NEEDED}\n"
+            f"aws ecr get-login-password --region {registry.ecr['region']} | "
             f"docker login --username AWS --password-stdin {q(registry.host)} || exit 1")
 
 
@@ -129,7 +134,8 @@ def ecr_repository_sh(registry: Registry, repository: str) -> str:
     """Shell creating the ECR repository when it is missing (ECR refuses a push to a missing one)."""
     ecr = registry.ecr
     common = f"--region {ecr['region']} --registry-id {ecr['account']}"
-    return (f"aws ecr describe-repositories {common} --repository-names {q(repository)} > /dev/null 2>&1 || "
+    return (f"{AWS_NEEDED}\n"
+            f"aws ecr describe-repositories {common} --repository-names {q(repository)} > /dev/null 2>&1 || "
             f"{{ echo '== provision: creating ECR repository {repository}'; "
             f"aws ecr create-repository {common} --repository-name {q(repository)} > /dev/null || exit 1; }}")
 
