@@ -90,8 +90,11 @@ def test_builder_stack_converges_rebooting_once_and_never_shows_the_key(lab, bui
     for path in ("/home/ubuntu/.docker/config.json", "/home/ubuntu/.apptainer/docker-config.json"):
         assert sh(lab, f"stat -c %a {path}").strip() == "600"
     assert "10.200.0.1:5000" in sh(lab, "cat /home/ubuntu/.docker/config.json")
-    assert sh(lab, "ls /etc/apt/sources.list.d/").split() == sorted(sh(lab, "ls /etc/apt/sources.list.d/").split())
-    assert "docker.list.disabled-by-provision" in sh(lab, "ls /etc/apt/sources.list.d/")
+    sources = set(sh(lab, "ls /etc/apt/sources.list.d/").split())
+    assert {"docker.sources", "nvidia-container-toolkit.list", "apptainer.sources"} <= sources
+    assert "docker.list" not in sources and "docker.list.disabled-by-provision" in sources
+    assert "signed-by=/etc/apt/keyrings/docker.gpg" in sh(lab, "cat /etc/apt/sources.list.d/docker.list.disabled-by-provision"), \
+        "the old guide's source was renamed, not deleted"
     verify = {s.task: s for s in result.steps if s.role == "verify"}
     assert verify["nvidia-smi sees the GPUs"].status == "ok"
     assert "Tesla V100-SXM2-16GB" in verify["nvidia-smi sees the GPUs"].detail
