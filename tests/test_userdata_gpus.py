@@ -87,3 +87,8 @@ def test_mixed_t4_and_a100_host_gets_the_open_modules():
     assert "ubuntu-drivers install --gpgpu nvidia:595-server-open" in text
     assert "nvidia:595-server " not in text and "nvidia:595-server'" not in text
     assert size <= EC2_LIMIT
+
+
+def test_open_flavour_installs_the_unflavoured_nvidia_utils():
+    text, _ = render(ubuntu("24.04", "noble", instance_type="p6-b300.48xlarge"))
+    assert "nvidia-utils-595-server" in text and "nvidia-utils-595-server-open" not in text

@@ -55,6 +55,12 @@ class NvidiaView:
         return self.decision.ubuntu_driver
 
     @property
+    def ubuntu_utils(self) -> str | None:
+        """nvidia-utils-<this>: the driver name without -open. Ubuntu's nvidia-graphics-drivers-N-server source
+        builds -open variants of nvidia-driver and nvidia-dkms only, one unflavoured nvidia-utils-N-server."""
+        return self.decision.ubuntu_driver.removesuffix("-open") if self.decision.ubuntu_driver else None
+
+    @property
     def cuda_repo_key(self) -> str | None:
         """The key file NVIDIA signs this release's CUDA repository with: '3bf863cc.pub', '60DF8A40.pub' (26.04)."""
         return self.decision.cuda_repo_key

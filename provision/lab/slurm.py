@@ -55,6 +55,8 @@ class SlurmCluster:
     mount_point: str = "/shared"      # the same path on every host
     partitions: tuple[Partition, ...] = field(default=())
     gpu_nodes: tuple[str, ...] = ()   # nodes that declare gpu gres (no device behind it)
+    gpu_types: tuple[tuple[str, str], ...] = ()      # (node, gres type such as v100): typed gres gpu:TYPE:1
+    node_features: tuple[tuple[str, str], ...] = ()  # (node, features such as nvidia_driver_580.95.05)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -103,9 +105,12 @@ def slurm_conf(lab: Lab, cluster: SlurmCluster) -> str:
         "MinJobAge=300",
         "KillWait=5",
     ]
+    types, features = dict(cluster.gpu_types), dict(cluster.node_features)
     for name in cluster.nodes:
-        gres = " Gres=gpu:1" if name in cluster.gpu_nodes else ""
-        lines.append(f"NodeName={name} NodeAddr={lab.host(name).address} CPUs=1 RealMemory=256{gres} State=UNKNOWN")
+        gres = (f" Gres=gpu:{types[name]}:1" if name in types else " Gres=gpu:1") if name in cluster.gpu_nodes else ""
+        feature = f" Features={features[name]}" if name in features else ""
+        lines.append(f"NodeName={name} NodeAddr={lab.host(name).address} CPUs=1 RealMemory=256{gres}{feature} "
+                     f"State=UNKNOWN")
     for part in cluster.partitions or default_partitions(cluster.nodes):
         default = " Default=YES" if part.default else ""
         lines.append(f"PartitionName={part.name} Nodes={','.join(part.nodes)} MaxTime={part.max_time}{default} State=UP")
@@ -115,7 +120,9 @@ def slurm_conf(lab: Lab, cluster: SlurmCluster) -> str:
 def gres_conf(cluster: SlurmCluster) -> str:
     """One gpu per gpu node, on a device node with NVIDIA's numbers and nothing behind it (Slurm counts files)."""
     lines = ["# provision lab: GPUs Slurm counts; the lab has no device behind them.", "AutoDetect=off"]
-    lines += [f"NodeName={name} Name=gpu File={GPU_DEVICE}" for name in cluster.gpu_nodes]
+    types = dict(cluster.gpu_types)
+    lines += [f"NodeName={name} Name=gpu" + (f" Type={types[name]}" if name in types else "") + f" File={GPU_DEVICE}"
+              for name in cluster.gpu_nodes]
     return "\n".join(lines) + "\n"
 
 
