@@ -83,7 +83,7 @@ def test_builder_stack_converges_rebooting_once_and_never_shows_the_key(lab, bui
     assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
     assert daemon["storage-driver"] == "vfs"
     versions = sh(lab, "dpkg-query -W -f='${Version}\\n' " + " ".join(TOOLKIT)).split()
-    assert versions == ["1.18.0-1"] * 4
+    assert versions == ["1.20.0-1"] * 4
     assert set(sh(lab, "apt-mark showhold").split()) >= set(TOOLKIT) | {"nvidia-driver-580-server"}
     assert "tmux" in sh(lab, "dpkg-query -W -f='${Package}\\n' tmux")
     assert "docker" in sh(lab, "id -nG ubuntu").split()
