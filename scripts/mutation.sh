@@ -16,7 +16,7 @@ rm -rf "$venv"/lib/python3*/site-packages/tests
 unset PYTHONPATH   # mutmut imports the mutated copy in mutants/, never this checkout
 patterns=()
 for module in "$@"; do patterns+=("provision.$module.*"); done
-"$venv/bin/mutmut" run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true
+"$venv/bin/python" scripts/mutmut_run.py run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true
 "$venv/bin/python" scripts/mutation_report.py "${patterns[@]}"
 if [ $# -eq 0 ]; then
   python3 scripts/mutate_shell.py
