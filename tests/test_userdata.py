@@ -88,7 +88,7 @@ def small_project(tmp_path, declared: str, content_bytes: int = 0) -> tuple:
         "defaults.yml": f"t_root: /nonexistent\nt_token: ''\nt_filler: '{filler}'\n",
         "tasks.yml": """
             - name: Write the token where the test can read it
-              command: {shell: "printf '%s' {{ t_token | secret_var }} > {{ t_root }}/token", creates: "{{ t_root }}/token"}
+              command: {shell: "printf '%s' {{ t_token | secret_var }} > {{ t_root | quote }}/token", creates: "{{ t_root }}/token"}
             - name: Sized content
               file: {path: "{{ t_root }}/filler", content: "{{ t_filler }}"}
         """}})
