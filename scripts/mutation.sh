@@ -13,7 +13,8 @@ if [ ! -x "$venv/bin/mutmut" ]; then
 fi
 # mutmut 3.3.1's wheel ships its own test suite as a top-level package `tests`, which would shadow ours.
 rm -rf "$venv"/lib/python3*/site-packages/tests
-unset PYTHONPATH   # mutmut imports the mutated copy in mutants/, never this checkout
+# mutmut imports the mutated copy in mutants/, never this checkout; see scripts/mutmut_child/.
+export PYTHONPATH="$PWD/scripts/mutmut_child"
 patterns=()
 for module in "$@"; do patterns+=("provision.$module.*"); done
 "$venv/bin/python" scripts/mutmut_run.py run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true
