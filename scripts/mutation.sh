@@ -13,8 +13,11 @@ if [ ! -x "$venv/bin/mutmut" ]; then
 fi
 # mutmut 3.3.1's wheel ships its own test suite as a top-level package `tests`, which would shadow ours.
 rm -rf "$venv"/lib/python3*/site-packages/tests
-# mutmut imports the mutated copy in mutants/, never this checkout; see scripts/mutmut_child/.
-export PYTHONPATH="$PWD/scripts/mutmut_child"
+# Python processes the tests start (with their own PYTHONPATH) load scripts/mutmut_child.py through a .pth.
+site=$(echo "$venv"/lib/python3*/site-packages)
+cp scripts/mutmut_child.py "$site/provision_mutmut_child.py"
+echo "import provision_mutmut_child" > "$site/provision_mutmut_child.pth"
+unset PYTHONPATH   # mutmut imports the mutated copy in mutants/, never this checkout
 patterns=()
 for module in "$@"; do patterns+=("provision.$module.*"); done
 "$venv/bin/python" scripts/mutmut_run.py run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true

@@ -1,4 +1,4 @@
-"""Python processes that tests start during mutmut's stats run (scripts/mutation.sh puts this on PYTHONPATH).
+"""Python processes that tests start during mutmut's stats run (scripts/mutation.sh installs this in its venv).
 
 mutmut 3.3.1 records which functions each test calls through trampolines that read its config,
 which only the mutmut process has loaded: a `python -m invoke ...` started by a test would fail
