@@ -4,6 +4,7 @@
 # Prints every surviving mutant and a survival rate per module.
 #   scripts/mutation.sh                      # every core module (hours on 2 cores)
 #   scripts/mutation.sh secrets ops.base     # only these modules (provision.NAME)
+#   MUTATION_TESTS="tests/test_userdata.py" scripts/mutation.sh userdata   # against these test files only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-mutation

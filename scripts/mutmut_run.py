@@ -8,6 +8,7 @@ on a shared 2-core machine that "times out" most mutants whose tests start a she
 limit (RLIMIT_CPU, 30 times the estimate plus 30 s) still stops a mutant that loops forever.
 """
 import fnmatch
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -22,6 +23,19 @@ def outside_the_core(self, path) -> bool:
 
 
 mutmut_main.Config.should_ignore_for_mutation = outside_the_core
+
+# MUTATION_TESTS="tests/a.py tests/b.py" runs those test files instead of the whole unit suite.
+_load_config = mutmut_main.load_config
+
+
+def load_config():
+    config = _load_config()
+    if os.environ.get("MUTATION_TESTS"):
+        config.tests_dir = os.environ["MUTATION_TESTS"].split()
+    return config
+
+
+mutmut_main.load_config = load_config
 mutmut_main.timeout_checker = lambda mutants: (lambda: None)
 
 if __name__ == "__main__":
