@@ -138,7 +138,8 @@ def test_shipped_roles_render_every_task_and_template_for_each_supported_system(
     extra = {"base_apt_proxy": "http://10.0.0.1:3142", "base_apt_proxy_direct": ["repo.example"]}
     plan = plan_host(roles, host, extra, facts)
     without_gpu = {"nvidia_driver", "verify"} if not pci_id else set()
-    assert {p.task.role for p in plan.steps} >= set(names) - without_gpu, "every role has a step here"
+    built_in = {"dpkg"}  # the repair of an interrupted dpkg, planned before the first apt step
+    assert {p.task.role for p in plan.steps} == set(names) - without_gpu | built_in, "every role has a step here"
 
     rendered = {}
     for planned in plan.steps + plan.handlers:
