@@ -34,38 +34,40 @@ class Break:
     path: str
     old: str
     new: str
-    tests: tuple[str, ...] = ("tests",)
+    tests: tuple[str, ...] = ("tests",)  # the lab breaks name theirs; the others get theirs below
     lab: bool = False
 
 
 PRELUDE, AWK = "provision/prelude.sh", "provision/json_merge.awk"
-# The unit tests that run the prelude and the merger (the promises' breaks run the whole unit suite).
+# The unit tests that run the prelude and the merger, and those that keep the README's promises
+# (--all-tests runs the whole unit suite for every break instead: slower, same verdicts).
 SHELL_TESTS = ("tests/test_prelude.py", "tests/test_local_engine.py", "tests/test_engine_promises.py",
                "tests/test_userdata.py")
+PROMISE_TESTS = SHELL_TESTS + ("tests/test_inventory.py",)
 
 BREAKS = [
     # -- issue 12's table: the README's promises ----------------------------------------------
     Break("promises", "the re-check after an apply always passes", PRELUDE,
-          'if [ "$2" != norecheck ] && ! ( "s$1_check" )', 'if false && ! ( "s$1_check" )'),
+          'if [ "$2" != norecheck ] && ! ( "s$1_check" )', 'if false && ! ( "s$1_check" )', tests=PROMISE_TESTS),
     Break("promises", "notified handlers kept in memory only", PRELUDE,
           'if [ "$PROV_CHECK" = 1 ]; then eval "prov_h_$1=1"; else : > "$PROV_STATE/handlers/$1"; fi',
-          'eval "prov_h_$1=1"'),
+          'eval "prov_h_$1=1"', tests=PROMISE_TESTS),
     Break("promises", "the boot-time fact check skipped", "provision/userdata.py",
-          "\n{_fact_check(facts, host)}\n", "\n"),
+          "\n{_fact_check(facts, host)}\n", "\n", tests=PROMISE_TESTS),
     Break("promises", "the user-data limit moved up by 8 KB", "provision/userdata.py",
-          "EC2_LIMIT = 16384", "EC2_LIMIT = 16384 + 8192"),
+          "EC2_LIMIT = 16384", "EC2_LIMIT = 16384 + 8192", tests=PROMISE_TESTS),
     Break("promises", "the user-data limit moved down by 8 KB", "provision/userdata.py",
-          "EC2_LIMIT = 16384", "EC2_LIMIT = 16384 - 8192"),
+          "EC2_LIMIT = 16384", "EC2_LIMIT = 16384 - 8192", tests=PROMISE_TESTS),
     Break("promises", "the user-data limit enforced for the shell format only", "provision/userdata.py",
-          "if len(body) > EC2_LIMIT:", 'if fmt == "shell" and len(body) > EC2_LIMIT:'),
+          "if len(body) > EC2_LIMIT:", 'if fmt == "shell" and len(body) > EC2_LIMIT:', tests=PROMISE_TESTS),
     Break("promises", "--embed-secrets drops the value", "provision/userdata.py",
           "encoded = base64.b64encode(secret.value.encode()).decode()\n            lines",
-          "encoded = ''\n            lines"),
+          "encoded = ''\n            lines", tests=PROMISE_TESTS),
     Break("promises", "-e keys the host defines dropped", "provision/compiler.py",
-          "merged.update(extra)", "merged.update({k: v for k, v in extra.items() if k not in host.vars})"),
+          "merged.update(extra)", "merged.update({k: v for k, v in extra.items() if k not in host.vars})", tests=PROMISE_TESTS),
     Break("promises", "only values with spaces or quotes quoted", "provision/ops/base.py",
           "return shlex.quote(str(value))",
-          "return shlex.quote(str(value)) if set(str(value)) & set(\" '\\\"\") else str(value)"),
+          "return shlex.quote(str(value)) if set(str(value)) & set(\" '\\\"\") else str(value)", tests=PROMISE_TESTS),
     # -- the prelude -----------------------------------------------------------------------------
     Break("prelude", "a passing check reported as a change", PRELUDE,
           'if [ "$prov_rc" = 0 ]; then prov_say "$1 ok"; return 0; fi', 'if [ "$prov_rc" = 0 ]; then prov_say "$1 ok"; fi', tests=SHELL_TESTS),
@@ -139,7 +141,7 @@ def copy_project(into: Path) -> None:
             shutil.copy2(source, into / name)
 
 
-def run_break(item: Break, verbose: bool) -> str:
+def run_break(item: Break, verbose: bool, all_tests: bool = False) -> str:
     """'caught', 'SURVIVED' or 'stale' (the text to break is no longer there, exactly once)."""
     with tempfile.TemporaryDirectory(prefix="mutate-") as scratch:
         copy = Path(scratch)
@@ -149,7 +151,7 @@ def run_break(item: Break, verbose: bool) -> str:
         if text.count(item.old) != 1:
             return "stale"
         target.write_text(text.replace(item.old, item.new))
-        selection = list(item.tests) + ([] if "-m" in item.tests else UNIT)
+        selection = (["tests"] if all_tests and not item.lab else list(item.tests)) + ([] if "-m" in item.tests else UNIT)
         env = {**os.environ, "PYTHONPATH": str(copy)}
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *selection],
                               cwd=copy, env=env, capture_output=True, text=True)
@@ -165,12 +167,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=sorted({b.set for b in BREAKS}), help="only this set of breaks")
     parser.add_argument("--lab", action="store_true", help="also the breaks that need lab tests (root, slow)")
+    parser.add_argument("--all-tests", action="store_true", help="run the whole unit suite for every break")
     parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's output for each break")
     options = parser.parse_args()
     chosen = [b for b in BREAKS if (options.set in (None, b.set)) and (options.lab or not b.lab)]
     tally: dict[str, list[int]] = {}
     for item in chosen:
-        outcome = run_break(item, options.verbose)
+        outcome = run_break(item, options.verbose, options.all_tests)
         print(f"{item.set:10} {outcome:60} {item.what} ({item.path})", flush=True)
         counts = tally.setdefault(item.set, [0, 0, 0])
         counts[0] += outcome == "SURVIVED"

@@ -4,6 +4,7 @@
 # Prints every surviving mutant and a survival rate per module.
 #   scripts/mutation.sh                      # every core module (hours on 2 cores)
 #   scripts/mutation.sh secrets ops.base     # only these modules (provision.NAME)
+#   MUTATION_TESTS="tests/test_userdata.py" scripts/mutation.sh userdata   # against these test files only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-mutation
@@ -13,10 +14,14 @@ if [ ! -x "$venv/bin/mutmut" ]; then
 fi
 # mutmut 3.3.1's wheel ships its own test suite as a top-level package `tests`, which would shadow ours.
 rm -rf "$venv"/lib/python3*/site-packages/tests
+# Python processes the tests start (with their own PYTHONPATH) load scripts/mutmut_child.py through a .pth.
+site=$(echo "$venv"/lib/python3*/site-packages)
+cp scripts/mutmut_child.py "$site/provision_mutmut_child.py"
+echo "import provision_mutmut_child" > "$site/provision_mutmut_child.pth"
 unset PYTHONPATH   # mutmut imports the mutated copy in mutants/, never this checkout
 patterns=()
 for module in "$@"; do patterns+=("provision.$module.*"); done
-"$venv/bin/mutmut" run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true
+"$venv/bin/python" scripts/mutmut_run.py run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true
 "$venv/bin/python" scripts/mutation_report.py "${patterns[@]}"
 if [ $# -eq 0 ]; then
   python3 scripts/mutate_shell.py

@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from provision import cli
+from provision.errors import ProvisionError
 from provision.runner import RunOptions
 from tests.helpers import roles_with, write
 
@@ -89,42 +90,46 @@ def test_extra_vars_win_over_the_host_definition_of_the_same_variable(tmp_path, 
 
 def test_hostile_values_reach_the_host_literally_through_every_operation(tmp_path, monkeypatch):
     run, root = make_project(tmp_path, monkeypatch, """
-        - name: A directory named by the value
-          directory: {path: "{{ t_root }}/dirs/{{ t_value }}", mode: "0700", owner: "{{ t_owner }}", group: "{{ t_group }}"}
-        - name: A file named by the value, holding it
-          file: {path: "{{ t_root }}/files/{{ t_value }}", content: "{{ t_value }}", owner: "{{ t_owner }}", group: "{{ t_group }}"}
+        - name: A file holding the value
+          file: {path: "{{ t_root }}/file", content: "{{ t_value }}", owner: "{{ t_owner }}", group: "{{ t_group }}"}
         - name: A line holding the value
           line: {path: "{{ t_root }}/lines", line: "hostile={{ t_value }}", regexp: "^hostile="}
         - name: A command given the value as an argument
           command: {run: [sh, -c, 'printf "%s" "$1" > "$2"', sh, "{{ t_value }}", "{{ t_root }}/argv"], unless: [test, -e, "{{ t_root }}/argv"]}
-        - name: A command guarded by a path holding the value
-          command: {run: [mkdir, -p, "{{ t_root }}/made {{ t_value }}"], creates: "{{ t_root }}/made {{ t_value }}"}
+        - name: A command guarded by a command given the value
+          command: {run: [touch, "{{ t_root }}/guarded"], unless: [sh, -c, '[ -e "$2" ] && [ "$1" = "$3" ]', sh, "{{ t_value }}", "{{ t_root }}/guarded", "{{ t_value }}"]}
         - name: JSON holding the value
           json_merge: {path: "{{ t_root }}/data.json", data: {key: "{{ t_value }}"}}
     """)
-    (root / "dirs").mkdir()
-    (root / "files").mkdir()
     import grp
     import json
     import pwd
     owner, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
     for template in HOSTILE:
-        value = template.format(root=root)
+        value = template.format(root=root).replace("\n", " ")  # a line holds no newline
         extra = {"t_value": value, "t_owner": owner, "t_group": group}
-        if "\n" in value:  # a path may not hold a newline for line's grep; the other operations take it
-            extra["t_value"] = value.replace("\n", " ")
-            value = extra["t_value"]
         result = run(extra=extra)
         assert result.status == "changed", (value, result.error)
-        assert (root / "dirs" / value).is_dir()
-        assert (root / "files" / value).read_text() == value
+        assert (root / "file").read_text() == value
         assert (root / "lines").read_text().splitlines() == [f"hostile={value}"]
         assert (root / "argv").read_text() == value
-        assert (root / f"made {value}").exists()
         assert json.loads((root / "data.json").read_text()) == {"key": value}
         assert not list(root.glob("pwned*")), f"{value!r} ran as shell"
         assert run(extra=extra).status == "ok", f"{value!r}: the second run changed something"
         (root / "argv").unlink()
+        (root / "guarded").unlink()
+
+
+def test_a_hostile_value_in_a_path_is_refused_before_any_connection(tmp_path, monkeypatch):
+    run, root = make_project(tmp_path, monkeypatch, """
+        - name: A directory named by the value
+          directory: {path: "{{ t_root }}/{{ t_value }}"}
+    """)
+    for template in HOSTILE:
+        value = template.format(root=root)
+        with pytest.raises(ProvisionError, match=r"A directory named by the value|variable t_value"):
+            run(extra={"t_value": value})
+        assert not list(root.iterdir())
 
 
 def test_hosts_run_at_once_up_to_the_parallel_option(tmp_path, monkeypatch):
@@ -134,11 +139,12 @@ def test_hosts_run_at_once_up_to_the_parallel_option(tmp_path, monkeypatch):
           command:
             creates: "{{ t_root }}/met-{{ inventory_hostname }}"
             shell: |
-              d={{ t_root | quote }} h={{ inventory_hostname | quote }} meet={{ t_meet | quote }}
+              d={{ t_root | quote }}
+              h={{ inventory_hostname | quote }}
               [ -z "$(ls "$d/running")" ] || touch "$d/overlap"
               touch "$d/running/$h" "$d/started/$h"
               i=0
-              while [ "$meet" = wait ] && [ "$(ls "$d/started" | wc -l)" -lt 3 ]; do
+              while [ {{ t_meet | quote }} = wait ] && [ "$(ls "$d/started" | wc -l)" -lt 3 ]; do
                 i=$((i + 1)); [ "$i" -lt 600 ] || exit 9; sleep 0.1
               done
               rm "$d/running/$h"

@@ -103,5 +103,13 @@ def test_extra_vars_are_yaml_and_win_over_the_inventory(tmp_path):
     assert extra == {"helper_tools_extra": ["iotop", "nvtop"], "base_apt_lock_timeout": 30}
     _, prepared = prepare(tmp_path, "a", None, None, extra)
     assert [role.name for role in prepared[0][1]] == ["base", "helper_tools"]
+    host, roles = prepared[0]
+    assert host.vars["helper_tools_extra"] == ["nvtop"], "the inventory says nvtop only"
+    from provision.compiler import plan_host
+    from provision.facts import EXAMPLE_FACTS
+    script = "\n".join(p.step.apply + (p.step.desired or b"").decode()
+                       for p in plan_host(roles, host, extra, EXAMPLE_FACTS).steps)
+    assert "iotop" in script, "-e's list, not the inventory's, is installed"
+    assert 'DPkg::Lock::Timeout "30";' in script, "-e's value reaches the file base writes"
     with pytest.raises(ProvisionError, match="expected key=value"):
         parse_extra(["oops"])

@@ -35,12 +35,21 @@ def dpkg(tmp_path):
     write(admin / "status", "\n".join(
         f"Package: {name}\nStatus: {status}\nMaintainer: t <t@example.org>\nArchitecture: all\n"
         f"Version: {version}\nDescription: test\n" for name, (status, version) in STATUS.items()))
-    write(tmp_path / "apt.conf", f'Dir::State::status "{admin}/status";\n')
+    # apt's own state and cache here too, so that no other apt on this machine can get in the way.
+    for folder in ("lists/partial", "cache/archives/partial", "sources.list.d"):
+        (tmp_path / "apt" / folder).mkdir(parents=True)
+    (tmp_path / "apt" / "sources.list").write_text("")
+    write(tmp_path / "apt.conf", f'Dir::State::status "{admin}/status";\n'
+                                 f'Dir::State::Lists "{tmp_path}/apt/lists";\n'
+                                 f'Dir::State::extended_states "{tmp_path}/apt/extended_states";\n'
+                                 f'Dir::Cache "{tmp_path}/apt/cache";\n'
+                                 f'Dir::Etc::SourceList "{tmp_path}/apt/sources.list";\n'
+                                 f'Dir::Etc::SourceParts "{tmp_path}/apt/sources.list.d";\n')
 
     def sh(text: str) -> list[str]:
         script = f"PROV_APT_LOCK_TIMEOUT=1\n{PRELUDE.read_text()}\n{text}\n"
         env = {"DPKG_ADMINDIR": str(admin), "APT_CONFIG": str(tmp_path / "apt.conf"), "PATH": "/usr/bin:/bin"}
-        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         return done.stdout.split()
     return sh

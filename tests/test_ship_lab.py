@@ -97,15 +97,17 @@ def test_unchanged_reship_is_skipped_after_one_round_trip_and_sends_nothing(ship
     real_ssh = shutil.which("ssh")
     wrapper = tmp_path / "bin" / "ssh"
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {tmp_path}/ssh.log\nexec {real_ssh} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nkind=session\nfor arg; do [ "$arg" = -W ] && kind=hop; done\n'
+                       f'echo "$kind" >> {tmp_path}/ssh.log\nexec {real_ssh} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     assert shipper(tmp_path / "same.sif").bytes_sent == 3 << 20
     first = (tmp_path / "ssh.log").read_text().splitlines()
     again = shipper(tmp_path / "same.sif")
     assert (again.skipped, again.bytes_sent, again.sha256) == (True, 0, sha)
-    sessions = [line for line in (tmp_path / "ssh.log").read_text().splitlines()[len(first):] if " -W " not in line]
-    assert len(sessions) == 1, f"one round trip (the probe), not {sessions}"
+    assert first.count("session") >= 2, "the first ship probed, then streamed"
+    sessions = (tmp_path / "ssh.log").read_text().splitlines()[len(first):].count("session")
+    assert sessions == 1, f"one round trip (the probe), not {sessions}"
 
 
 def test_cut_link_fails_in_time_keeps_no_final_file_and_next_ship_sends_only_the_rest(lab, shipper, tmp_path):

@@ -88,7 +88,7 @@ def small_project(tmp_path, declared: str, content_bytes: int = 0) -> tuple:
         "defaults.yml": f"t_root: /nonexistent\nt_token: ''\nt_filler: '{filler}'\n",
         "tasks.yml": """
             - name: Write the token where the test can read it
-              command: {shell: "printf '%s' {{ t_token | secret_var }} > {{ t_root }}/token", creates: "{{ t_root }}/token"}
+              command: {shell: "printf '%s' {{ t_token | secret_var }} > {{ t_root | quote }}/token", creates: "{{ t_root }}/token"}
             - name: Sized content
               file: {path: "{{ t_root }}/filler", content: "{{ t_filler }}"}
         """}})
@@ -200,3 +200,39 @@ def test_the_boot_script_stops_on_another_os_architecture_or_gpu(tmp_path, os_re
     status, log, ran = boot(tmp_path, os_release, arch, gpus)
     assert (status, ran) == ("failed facts", False)
     assert f"provision: {says}" in log
+
+
+def test_the_mime_part_is_an_8bit_utf8_shell_script_attachment_cloud_init_runs():
+    body = userdata(PROJECT / "hosts", "p3-builder", None, SSM, "mime", False).body
+    message = message_from_bytes(gzip.decompress(body))
+    assert message.get_content_type() == "multipart/mixed"
+    [part] = [p for p in message.walk() if not p.is_multipart()]
+    assert part.get_content_type() == "text/x-shellscript" and part.get_param("charset") == "utf-8"
+    assert part["Content-Transfer-Encoding"] in (None, "7bit", "8bit"), "not base64: it would defeat gzip"
+    assert (part.get_content_disposition(), part.get_filename()) == ("attachment", "provision.sh")
+    assert part.get_payload(decode=True).decode().startswith("#!/bin/sh\n")
+
+
+def test_over_budget_names_the_largest_steps_largest_first(tmp_path):
+    size, make = sized(tmp_path, "mime", 16384 + 4000)
+    with pytest.raises(UserDataError) as refused:
+        make()
+    named = str(refused.value).split("largest steps: ")[1].split(", ")
+    assert named[0].startswith("t: Sized content (") and named[1].startswith("t: Write the token")
+    sizes = [int(item.rsplit("(", 1)[1].split()[0].replace(",", "")) for item in named]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > 16384
+
+
+def test_declared_gpu_ids_are_read_in_either_case_and_anything_else_is_refused(tmp_path):
+    for n, (pci_id, device) in enumerate((("10DE:1DB1", "0x1db1"), ("10de:1eb8", "0x1eb8"))):
+        where = tmp_path / str(n)
+        where.mkdir()
+        declared = "{os_id: ubuntu, os_version_id: '22.04', os_codename: jammy, arch: amd64, gpus: [{pci_id: '%s'}]}" % pci_id
+        hosts, roles = small_project(where, declared)
+        text = userdata(hosts, "box", None, {}, "shell", True, roles).body.decode()
+        assert f"*0x{device[2:]}*)" in text
+    for bad in ("10de:1db", "10de:1db1x", "zz:1db1", "1db1"):
+        hosts, roles = small_project(tmp_path / "bad", "{os_id: ubuntu, os_version_id: '22.04', os_codename: jammy, "
+                                                       "gpus: [{pci_id: '%s'}]}" % bad)
+        with pytest.raises(UserDataError, match="is not VENDOR:DEVICE in hex"):
+            userdata(hosts, "box", None, {}, "shell", True, roles)
