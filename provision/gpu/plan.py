@@ -5,7 +5,8 @@ from typing import Any
 
 from provision.gpu.preflight import Decision, decide
 
-REQUEST_KEYS = ("nvidia_driver_route", "nvidia_driver_branch", "nvidia_driver_flavour", "cuda_version", "ngc_pytorch_tag")
+REQUEST_KEYS = ("nvidia_driver_route", "nvidia_driver_branch", "nvidia_driver_flavour", "cuda_version", "ngc_pytorch_tag",
+                "apptainer_source")
 
 
 def request_from(variables: dict[str, Any]) -> dict[str, Any]:

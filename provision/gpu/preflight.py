@@ -185,7 +185,27 @@ def _choose_flavour(gpus: list[GpuModel], requested: Any) -> Choice:
     return Choice(requested, "requested")
 
 
+def _on_ubuntu(facts: dict[str, Any]) -> bool:
+    return facts.get("os_id") in (None, "", "ubuntu")
+
+
+def _os_name(facts: dict[str, Any]) -> str:
+    return f"{str(facts.get('os_id')).capitalize()} {facts.get('os_version_id', '')}".strip()
+
+
+def _check_vendor_sources(facts: dict[str, Any], request: dict[str, Any]) -> None:
+    """Refuse what the vendors publish for Ubuntu only, on another distribution, saying what to use."""
+    if not _on_ubuntu(facts) and request.get("apptainer_source") == "ppa":
+        raise PreflightError(f"apptainer_source ppa cannot work on {_os_name(facts)}: Apptainer's PPA serves "
+                             f"Ubuntu releases only; set apptainer_source: deb (Apptainer's release .deb)")
+
+
 def _choose_route(facts: dict[str, Any], requested: Any) -> Choice:
+    if not _on_ubuntu(facts) and requested in (None, "ubuntu-drivers"):
+        raise PreflightError(f"nvidia_driver_route ubuntu-drivers cannot work on {_os_name(facts)}: ubuntu-drivers "
+                             f"and its prebuilt modules come from Ubuntu's archive only; set nvidia_driver_route: "
+                             f"cuda-repo (NVIDIA's {facts.get('os_id')}{str(facts.get('os_version_id', '')).replace('.', '')} "
+                             f"repository)")
     if requested is None:
         return Choice("ubuntu-drivers", "default: signed prebuilt modules from the Ubuntu archive (Secure Boot safe)")
     if requested not in ROUTES:
@@ -295,6 +315,7 @@ _DRIVER_DEMANDS = ("nvidia_driver_branch", "nvidia_driver_flavour")
 def decide(facts: dict[str, Any], request: dict[str, Any]) -> Decision:
     """Decide route, branch, flavour, CUDA ceiling and NGC tag; raise PreflightError if nothing can work."""
     t = table()
+    _check_vendor_sources(facts, request)
     found, gpu_reason = _gpus_from_facts(facts, t)
     if not found:
         demands = [f"{key} {request[key]}" for key in _DRIVER_DEMANDS if request.get(key) is not None]
