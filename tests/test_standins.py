@@ -227,6 +227,26 @@ def test_nvidia_ctk_merges_the_nvidia_runtime_and_keeps_every_other_key(payload_
 
 
 @root_only
+def test_nvidia_ctk_writes_as_the_go_tool_does(payload_bin, tmp_path):
+    """pkg/config/engine/docker and pkg/config/raw.go: no trailing newline, an empty file is an
+    error, --cdi.enabled replaces the features map, --runtime takes a separate value and defaults to docker."""
+    ctk = _tool(payload_bin, "nvidia-ctk", "1.18.0")
+    config = tmp_path / "daemon.json"
+    config.write_text("")
+    empty = subprocess.run([ctk, "runtime", "configure", f"--config={config}"], capture_output=True, text=True)
+    assert empty.returncode == 1 and "unable to load config: EOF" in empty.stderr
+    config.write_text(json.dumps({"features": {"buildkit": True}}))
+    subprocess.run([ctk, "runtime", "configure", "--runtime", "docker", f"--config={config}", "--cdi.enabled"],
+                   check=True, capture_output=True)
+    written = config.read_text()
+    assert not written.endswith("\n") and written.startswith('{\n    "features"')
+    assert json.loads(written)["features"] == {"cdi": True}
+    unknown = subprocess.run([ctk, "runtime", "configure", "--runtime=podman", f"--config={config}"],
+                             capture_output=True, text=True)
+    assert unknown.returncode == 1 and "not modelled" in unknown.stderr
+
+
+@root_only
 def test_cdi_generation_needs_a_loaded_driver(payload_bin, tmp_path):
     ctk = _tool(payload_bin, "nvidia-ctk")
     run = subprocess.run([ctk, "cdi", "generate", f"--output={tmp_path / 'nvidia.yaml'}"],

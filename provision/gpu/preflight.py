@@ -315,8 +315,10 @@ _DRIVER_DEMANDS = ("nvidia_driver_branch", "nvidia_driver_flavour")
 def decide(facts: dict[str, Any], request: dict[str, Any]) -> Decision:
     """Decide route, branch, flavour, CUDA ceiling and NGC tag; raise PreflightError if nothing can work."""
     t = table()
-    _check_vendor_sources(facts, request)
     found, gpu_reason = _gpus_from_facts(facts, t)
+    if found:
+        _choose_route(facts, request.get("nvidia_driver_route"))  # its refusal comes first
+    _check_vendor_sources(facts, request)
     if not found:
         demands = [f"{key} {request[key]}" for key in _DRIVER_DEMANDS if request.get(key) is not None]
         if demands:
