@@ -72,6 +72,44 @@ def installed(lab, host: str) -> set[str]:
     return {line.split("|")[1] for line in listing if line.startswith("ii")}
 
 
+def test_a_kernel_without_prebuilt_modules_stops_the_ubuntu_drivers_route_before_installing(lab, stack, tmp_path):
+    host = "lowlat1"
+    stack.make_gpu_host(host, UBUNTU_2404, flavour="lowlatency")
+    before = installed(lab, host)
+    inventory = stack.inventory(tmp_path, {host: {}})
+    result, console = run(inventory, host, roles="nvidia_driver")
+    assert result.status == "failed"
+    failed = [s for s in result.steps if s.status == "failed"]
+    assert [s.task for s in failed] == ["Check that Ubuntu has prebuilt NVIDIA modules for the running kernel"]
+    message = [line for line in failed[0].log if line.strip()]
+    assert message == [
+        "no prebuilt NVIDIA modules for the running kernel 6.8.0-87-lowlatency in the Ubuntu archive "
+        "(linux-modules-nvidia-580-server-6.8.0-87-lowlatency): boot a kernel that has them (linux-generic, "
+        "or the HWE kernel linux-generic-hwe-24.04) or set nvidia_driver_route: cuda-repo"], console
+    assert installed(lab, host) == before, "nothing installed"
+
+
+def test_a_debian_host_gets_docker_from_linux_debian_and_ubuntu_only_sources_are_refused(lab, stack, tmp_path):
+    host = "deb12"
+    stack.make_gpu_host(host, DEBIAN_12)
+    inventory = stack.inventory(tmp_path, {host: {"roles": BUILDER_ROLES, "nvidia_container_toolkit_cdi": False}})
+    with pytest.raises(PreflightError, match="nvidia_driver_route ubuntu-drivers cannot work on Debian 12.*"
+                                             "set nvidia_driver_route: cuda-repo"):
+        cli.preflight(inventory, host, {}, False, Timeouts())
+    with pytest.raises(PreflightError, match="apptainer_source ppa cannot work on Debian 12.*set apptainer_source: deb"):
+        cli.preflight(inventory, host, {"nvidia_driver_route": "cuda-repo"}, False, Timeouts())
+    facts, decision = cli.preflight(inventory, host, {"nvidia_driver_route": "cuda-repo", "apptainer_source": "deb"},
+                                    False, Timeouts())
+    assert decision.driver_route.value == "cuda-repo"
+    result, console = run(inventory, host, roles="base,docker_ce,nvidia_container_toolkit")
+    assert result.status == "changed", result.error + console
+    sources = lab.exec(host, "cat /etc/apt/sources.list.d/docker.sources").stdout.splitlines()
+    assert "Suites: bookworm" in sources
+    assert any(line.startswith("URIs: ") and line.endswith("/download.docker.com/linux/debian") for line in sources)
+    assert lab.exec(host, "systemctl is-active docker").stdout.strip() == "active"
+    assert {"docker-ce", "containerd.io", *TOOLKIT} <= installed(lab, host)
+
+
 def test_builder_stack_converges_rebooting_once_then_changes_nothing(lab, builder, tmp_path):
     host, inventory = builder
     release, route, apptainer = CASES[host]
@@ -125,7 +163,7 @@ def test_builder_stack_converges_rebooting_once_then_changes_nothing(lab, builde
     assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
     assert daemon["storage-driver"] == "vfs"
     versions = sh("dpkg-query -W -f='${Version}\\n' " + " ".join(TOOLKIT)).split()
-    assert versions == ["1.18.0-1"] * 4
+    assert versions == ["1.20.0-1"] * 4
     assert set(sh("apt-mark showhold").split()) >= set(TOOLKIT)
     assert "nvidia.com/gpu=all" in sh("nvidia-ctk cdi list")
     # Apptainer's AppArmor profile lets the starter create user namespaces (24.04 with the release
@@ -135,7 +173,14 @@ def test_builder_stack_converges_rebooting_once_then_changes_nothing(lab, builde
     assert "docker" in sh("id -nG ubuntu").split()
     for path in ("/home/ubuntu/.docker/config.json", "/home/ubuntu/.apptainer/docker-config.json"):
         assert sh(f"stat -c %a {path}").strip() == "600"
-    assert "docker.list.disabled-by-provision" in sh("ls /etc/apt/sources.list.d/")
+    assert "tmux" in packages
+    assert "10.200.0.1:5000" in sh("cat /home/ubuntu/.docker/config.json")
+    sources = set(sh("ls /etc/apt/sources.list.d/").split())
+    assert {"docker.sources", "nvidia-container-toolkit.list"} <= sources
+    assert ("apptainer.sources" in sources) == (apptainer == "ppa")
+    assert "docker.list" not in sources and "docker.list.disabled-by-provision" in sources
+    assert "signed-by=/etc/apt/keyrings/docker.gpg" in sh("cat /etc/apt/sources.list.d/docker.list.disabled-by-provision"), \
+        "the old guide's source was renamed, not deleted"
     verify = {s.task: s for s in result.steps if s.role == "verify"}
     assert verify["nvidia-smi sees the GPUs"].status == "ok"
     assert "Tesla V100-SXM2-16GB" in verify["nvidia-smi sees the GPUs"].detail
@@ -148,41 +193,3 @@ def test_builder_stack_converges_rebooting_once_then_changes_nothing(lab, builde
         (s.task, s.status) for s in second.steps if s.status != "ok"]
     checked, _ = run(inventory, host, check=True)
     assert checked.changed == 0, [(s.task, s.status) for s in checked.steps if s.status == "would-change"]
-
-
-def test_a_kernel_without_prebuilt_modules_stops_the_ubuntu_drivers_route_before_installing(lab, stack, tmp_path):
-    host = "lowlat1"
-    stack.make_gpu_host(host, UBUNTU_2404, flavour="lowlatency")
-    before = installed(lab, host)
-    inventory = stack.inventory(tmp_path, {host: {}})
-    result, console = run(inventory, host, roles="nvidia_driver")
-    assert result.status == "failed"
-    failed = [s for s in result.steps if s.status == "failed"]
-    assert [s.task for s in failed] == ["Check that Ubuntu has prebuilt NVIDIA modules for the running kernel"]
-    message = [line for line in failed[0].log if line.strip()]
-    assert message == [
-        "no prebuilt NVIDIA modules for the running kernel 6.8.0-87-lowlatency in the Ubuntu archive "
-        "(linux-modules-nvidia-580-server-6.8.0-87-lowlatency): boot a kernel that has them (linux-generic, "
-        "or the HWE kernel linux-generic-hwe-24.04) or set nvidia_driver_route: cuda-repo"], console
-    assert installed(lab, host) == before, "nothing installed"
-
-
-def test_a_debian_host_gets_docker_from_linux_debian_and_ubuntu_only_sources_are_refused(lab, stack, tmp_path):
-    host = "deb12"
-    stack.make_gpu_host(host, DEBIAN_12)
-    inventory = stack.inventory(tmp_path, {host: {"roles": BUILDER_ROLES, "nvidia_container_toolkit_cdi": False}})
-    with pytest.raises(PreflightError, match="nvidia_driver_route ubuntu-drivers cannot work on Debian 12.*"
-                                             "set nvidia_driver_route: cuda-repo"):
-        cli.preflight(inventory, host, {}, False, Timeouts())
-    with pytest.raises(PreflightError, match="apptainer_source ppa cannot work on Debian 12.*set apptainer_source: deb"):
-        cli.preflight(inventory, host, {"nvidia_driver_route": "cuda-repo"}, False, Timeouts())
-    facts, decision = cli.preflight(inventory, host, {"nvidia_driver_route": "cuda-repo", "apptainer_source": "deb"},
-                                    False, Timeouts())
-    assert decision.driver_route.value == "cuda-repo"
-    result, console = run(inventory, host, roles="base,docker_ce,nvidia_container_toolkit")
-    assert result.status == "changed", result.error + console
-    sources = lab.exec(host, "cat /etc/apt/sources.list.d/docker.sources").stdout.splitlines()
-    assert "Suites: bookworm" in sources
-    assert any(line.startswith("URIs: ") and line.endswith("/download.docker.com/linux/debian") for line in sources)
-    assert lab.exec(host, "systemctl is-active docker").stdout.strip() == "active"
-    assert {"docker-ce", "containerd.io", *TOOLKIT} <= installed(lab, host)

@@ -149,11 +149,28 @@ def test_local_sif_is_checked_by_its_own_sha256(cluster, inventory, tiny_sif, tm
         submit(str(other), LOGIN, inventory, command="true")
 
 
-def test_unknown_partition_fails_with_slurms_reason_in_one_line(inventory, tiny_sif):
+def test_unknown_partition_is_refused_before_sbatch_naming_the_partitions(cluster, inventory, tiny_sif):
+    lab, made = cluster
+    before = set(made.shared_dir.rglob("*.sbatch"))
     with pytest.raises(ClusterError) as failed:
         submit("tiny", LOGIN, inventory, partition="gpux", command=["true"])
+    assert str(failed.value) == f"sbatch on {LOGIN}: invalid partition specified: gpux (partitions: debug, gpu, short)"
+    assert set(made.shared_dir.rglob("*.sbatch")) == before, "no job script was written"
+
+
+def test_slurms_own_refusal_of_an_unknown_partition_comes_back_in_one_line(cluster, inventory, tiny_sif):
+    """The partition reaches sbatch (as a raw sbatch option, past the tool's own check): Slurm refuses it."""
+    lab, made = cluster
+    before = set(made.shared_dir.rglob("*.sbatch"))
+    with pytest.raises(ClusterError) as failed:
+        submit("tiny", LOGIN, inventory, sbatch_options=["--partition=gpux"], command=["true"])
     message = str(failed.value)
-    assert message == f"sbatch on {LOGIN}: invalid partition specified: gpux (partitions: debug, gpu, short)"
+    assert message.startswith(f"sbatch on {LOGIN}: invalid partition specified")
+    assert message.endswith("(partitions: debug, gpu, short)") and "\n" not in message
+    written = set(made.shared_dir.rglob("*.sbatch")) - before
+    assert len(written) == 1 and "#SBATCH --partition=gpux" in written.pop().read_text(), "sbatch was given the script"
+    squeue = lab.exec(LOGIN, "squeue -h -o %P", check=False).stdout.split()
+    assert "gpux" not in squeue
 
 
 def test_too_long_a_time_and_gpus_where_there_are_none_fail_in_one_line(inventory, tiny_sif):

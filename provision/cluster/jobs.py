@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import jinja2
 
+from provision.cluster.gpu_check import require_image_fits
 from provision.cluster.images import ClusterImage, image_ref, verify_on_cluster
 from provision.cluster.remote import (JOBS_SCRIPT, LOGS_SCRIPT, SUBMIT_SCRIPT, LoginSession, heredoc,
                                       login_session, require, values)
@@ -125,6 +126,8 @@ def submit_in(session: LoginSession, name_or_sif: str, request: JobRequest, imag
     host = session.host.name
     image = verify_on_cluster(session, image_ref(name_or_sif, session.sif_dir), rehash)
     check_partition(image, host, request.partition)
+    if request.gpus if request.nv is None else request.nv:
+        require_image_fits(session, name_or_sif, request.partition, images_dir)  # its CUDA against the nodes' GPUs
     directory = image.path.rsplit("/", 1)[0]
     job_name = request.job_name or image.ref.name
     stamp = clock.strftime("%Y%m%d-%H%M%S")

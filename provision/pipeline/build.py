@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from provision.ops.base import q
+from provision.pipeline.builddir import build_dir, ensure_sh, shell_path
 from provision.pipeline.recipes import Recipe, digest, render_context
 from provision.pipeline.registry import login_sh, registry_of
 from provision.pipeline.remote import Remote
-
-BUILD_ROOT = "$HOME/provision-build"
 
 
 @dataclass
@@ -20,16 +19,13 @@ class BuildResult:
     removed: list[str]
 
 
-def context_dir(recipe: Recipe) -> str:
-    return f"{BUILD_ROOT}/{recipe.name}"
-
-
 def build(recipe: Recipe, remote: Remote, on_line: Callable[[str], None] | None = None) -> BuildResult:
     """Build recipe's image on the builder: two round trips (compare hashes; upload the changes and build)."""
     context = render_context(recipe)
-    directory = context_dir(recipe)
-    listing = remote.run("listing the build context",
-                         f'cd "{directory}" 2>/dev/null && find . -type f -exec sha256sum {{}} + ; true')
+    root = build_dir(remote.host)
+    directory = f'"$build_dir"/{q(recipe.name)}'
+    listing = remote.run("listing the build context", f"build_dir={shell_path(root)}\n"
+                         f"cd {directory} 2>/dev/null && find . -type f -exec sha256sum {{}} + ; true")
     there = {}
     for line in listing:
         hash_, _, path = line.partition("  ")
@@ -38,7 +34,7 @@ def build(recipe: Recipe, remote: Remote, on_line: Callable[[str], None] | None 
     changed = [path for path, content in context.items() if there.get(path) != digest(content)]
     stale = [path for path in there if path not in context]
     login, secrets = login_sh(registry_of(recipe.values["base"]), remote)
-    script = [login, f'mkdir -p "{directory}" && cd "{directory}" || exit 1']
+    script = [login, ensure_sh(root), f"mkdir -p {directory} && cd {directory} || exit 1"]
     script += [f"rm -f {q(path)}" for path in stale]
     for path in changed:
         encoded = base64.encodebytes(context[path]).decode()
