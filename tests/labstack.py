@@ -146,12 +146,16 @@ class Stack:
             "nvidia_driver_cuda_key_url": f"{cuda}/{repos.cuda.key_path.rsplit('/', 1)[1]}",
         }
 
-    def inventory(self, directory: Path, hosts: dict[str, dict]) -> Path:
-        """An inventory of these lab hosts ({name: extra host vars}) with the stack's variables."""
+    def inventory(self, directory: Path, hosts: dict[str, dict], roles: list[str] | None = None) -> Path:
+        """An inventory of these lab hosts ({name: extra host vars}) with the stack's variables
+        (only those of ROLES, when given: a variable of no role on the host is refused)."""
+        def wanted(variables: dict) -> dict:
+            return {k: v for k, v in variables.items()
+                    if roles is None or k == "ssh_key" or any(k.startswith(role + "_") for role in roles)}
         entries = {name: {"ansible_host": self.lab.host(name).address, "ansible_user": "ubuntu",
-                          **self.host_variables(name), **extra}
+                          **wanted(self.host_variables(name)), **extra}
                    for name, extra in hosts.items()}
-        write(directory / "inventory.yml", json.dumps({"all": {"vars": self.variables(), "hosts": entries}}, indent=2))
+        write(directory / "inventory.yml", json.dumps({"all": {"vars": wanted(self.variables()), "hosts": entries}}, indent=2))
         addresses = {self.lab.host(name).address for name in hosts}
         (directory / "known_hosts").write_text("".join(
             line + "\n" for line in self.lab.known_hosts_path.read_text().splitlines() if line.split()[0] in addresses))

@@ -76,7 +76,7 @@ def test_a_kernel_without_prebuilt_modules_stops_the_ubuntu_drivers_route_before
     host = "lowlat1"
     stack.make_gpu_host(host, UBUNTU_2404, flavour="lowlatency")
     before = installed(lab, host)
-    inventory = stack.inventory(tmp_path, {host: {}})
+    inventory = stack.inventory(tmp_path, {host: {}}, roles=["base", "nvidia_driver"])
     result, console = run(inventory, host, roles="nvidia_driver")
     assert result.status == "failed"
     failed = [s for s in result.steps if s.status == "failed"]
@@ -92,7 +92,8 @@ def test_a_kernel_without_prebuilt_modules_stops_the_ubuntu_drivers_route_before
 def test_a_debian_host_gets_docker_from_linux_debian_and_ubuntu_only_sources_are_refused(lab, stack, tmp_path):
     host = "deb12"
     stack.make_gpu_host(host, DEBIAN_12)
-    inventory = stack.inventory(tmp_path, {host: {"roles": BUILDER_ROLES, "nvidia_container_toolkit_cdi": False}})
+    inventory = stack.inventory(tmp_path, {host: {"roles": BUILDER_ROLES, "nvidia_container_toolkit_cdi": False}},
+                                roles=BUILDER_ROLES)
     with pytest.raises(PreflightError, match="nvidia_driver_route ubuntu-drivers cannot work on Debian 12.*"
                                              "set nvidia_driver_route: cuda-repo"):
         cli.preflight(inventory, host, {}, False, Timeouts())
@@ -101,7 +102,9 @@ def test_a_debian_host_gets_docker_from_linux_debian_and_ubuntu_only_sources_are
     facts, decision = cli.preflight(inventory, host, {"nvidia_driver_route": "cuda-repo", "apptainer_source": "deb"},
                                     False, Timeouts())
     assert decision.driver_route.value == "cuda-repo"
-    result, console = run(inventory, host, roles="base,docker_ce,nvidia_container_toolkit")
+    roles = ["base", "docker_ce", "nvidia_container_toolkit"]
+    inventory = stack.inventory(tmp_path / "run", {host: {"nvidia_container_toolkit_cdi": False}}, roles=roles)
+    result, console = run(inventory, host, roles=",".join(roles))
     assert result.status == "changed", result.error + console
     sources = lab.exec(host, "cat /etc/apt/sources.list.d/docker.sources").stdout.splitlines()
     assert "Suites: bookworm" in sources
