@@ -221,7 +221,7 @@ def shipped(sif_dir: Path, name: str, data: bytes) -> str:
     source.parent.mkdir(exist_ok=True)
     source.write_bytes(data)
     result = ship(str(source), "hpc", sif_dir.parent, console=Console(quiet=True),
-                  hash_cache=sif_dir.parent / "hashes.json")
+                  hash_cache=sif_dir.parent / "cache" / "hashes.json")
     assert result.bytes_sent == len(data) and (sif_dir / name).read_bytes() == data
     return result.sha256
 

@@ -89,6 +89,7 @@ def test_check_mode_changes_nothing_then_a_changed_template_shows_its_diff(lab, 
     result = provision(inventory, check=True, diff=True)["chk1"]
     assert lab.exec("chk1", snapshot, check=False).stdout == before
     assert [(s.task, s.status) for s in result.steps] == [
+        ("repair an interrupted dpkg before any apt step", "ok"),
         ("Make apt wait for the dpkg lock instead of failing", "would-change"),
         ("Route apt through the proxy", "would-change"),
         ("Install the helper tools", "would-change"),

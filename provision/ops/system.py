@@ -54,7 +54,8 @@ def command(args: dict, ctx: OpContext) -> Step:
     if args["unless"] is not None:
         guards.append(_argv(args["unless"], "unless", ctx.where) + " > /dev/null 2>&1")
     if args["unless_shell"] is not None:
-        guards.append(f"{{\n{str(args['unless_shell']).rstrip()}\n}} > /dev/null 2>&1")
+        # A subshell, so that `exit` in the guard ends the guard, not the script.
+        guards.append(f"(\n{str(args['unless_shell']).rstrip()}\n) > /dev/null 2>&1")
     if not guards:
         raise RoleError(f"{ctx.where}: command needs creates, unless or unless_shell, or it would run every time")
     body = _argv(args["run"], "run", ctx.where) if args["run"] is not None else str(args["shell"])
