@@ -113,7 +113,8 @@ def reboot(args: dict, ctx: OpContext) -> Step:
     reason = f": {args['reason']}" if args["reason"] else ""
     if args["unless_shell"] is not None:
         return Step(
-            check=f"{{\n{str(args['unless_shell']).rstrip()}\n}} > /dev/null 2>&1",
+            # A subshell, so that `exit` in the condition ends the condition, not the script.
+            check=f"(\n{str(args['unless_shell']).rstrip()}\n) > /dev/null 2>&1",
             apply="true",
             ok_reason="no reboot needed",
             change=f"reboot{reason}",
