@@ -131,7 +131,8 @@ def preflight(inventory_path: Path, host: str, extra: dict[str, Any], accept_new
     target = inventory.host(host)
     found = _gather(inventory, target, accept_new, timeouts)
     defaults = {}
-    for role in load_roles(ROLES_DIR, ["nvidia_driver"]):
+    host_roles = target.vars.get("roles") if isinstance(target.vars.get("roles"), list) else []
+    for role in load_roles(ROLES_DIR, ["nvidia_driver"] + (["apptainer"] if "apptainer" in host_roles else [])):
         defaults.update(role.defaults)
     variables = {**defaults, **target.vars, **extra}
     return found, decide(found, request_from(variables))

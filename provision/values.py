@@ -56,8 +56,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     _kind("address", rf"(?:{_USER}@)?{_HOST}(?::[0-9]{{1,5}})?", "[USER@]HOST[:PORT]"),
     _kind("registry", rf"{_DNS}(?::[0-9]{{1,5}})?(?:/[a-z0-9._-]+)*",
           "a registry host[:port][/path] (letters, digits, . - _ /)"),
-    _kind("image", r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*",
-          "an image reference such as nvidia/cuda:12.9.1-base-ubuntu22.04 or docker://... (no spaces, not starting with -)"),
+    _kind("image", r"[A-Za-z0-9/][A-Za-z0-9._/:@+-]*",  # Apptainer also runs a local SIF or sandbox path
+          "an image reference such as nvidia/cuda:12.9.1-base-ubuntu22.04, docker://... or a local path (no spaces, not starting with -)"),
     _kind("user", _USER, "a user or group name (letters, digits, _ . -, not starting with - or a digit)"),
     _kind("name", r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*", "a name (letters, digits, _ . + @ -, not starting with -)"),
     _kind("word", r"[A-Za-z0-9_./-]+", "one word (letters, digits, _ . / -)"),

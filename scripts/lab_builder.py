@@ -1,4 +1,4 @@
-"""The main job on the lab's GPU stand-in: provision a systemd lab host as a deep-learning build host.
+"""The main job on the lab's GPU stand-in: provision a systemd lab host (presenting as Ubuntu 24.04) as a build host.
 
 The vendor repositories, the V100 and nvcr.io are the lab's stand-ins (tests/standins/); the
 roles and the tool are exactly what `invoke provision --host p3-builder` runs.

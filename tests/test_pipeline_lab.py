@@ -35,6 +35,7 @@ def builder(lab, tmp_path_factory):
     registry = lab.registry({"$oauthtoken": NGC, "builder": REGISTRY_PASSWORD})
     lab.up([BUILDER], systemd=True)
     directory = stack.inventory(tmp_path_factory.mktemp("pipeline") / "hosts", {BUILDER: {
+        "apptainer_source": "deb",  # a Debian 12 host: Apptainer's PPA serves Ubuntu only
         "registry_logins": {registry: {"username": "builder", "password": {"secret_env": "LAB_REGISTRY_PASSWORD"}}}}})
     provisioned = cli.provision(directory, BUILDER, None, "base,docker_ce,apptainer", RunOptions(), None,
                                 Console(file=io.StringIO()), PROJECT / "roles")[BUILDER]

@@ -71,7 +71,7 @@ def payload_bin(served, tmp_path_factory):
     """The small stand-in .debs unpacked, each in a folder named after it."""
     root = tmp_path_factory.mktemp("unpacked")
     for deb in served[0].root.rglob("*.deb"):
-        if not deb.name.startswith(("docker-ce", "cuda-keyring")) and not (root / deb.name).exists():
+        if not deb.name.startswith(("docker-ce", "cuda-keyring", "containerd.io")) and not (root / deb.name).exists():
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root / deb.name)], check=True)
     return root
 
@@ -111,7 +111,19 @@ def test_a_repository_signed_by_another_key_gives_no_pubkey(repos, apt_root):
 @root_only
 def test_each_vendor_repository_has_a_key_of_its_own(repos):
     fingerprints = {repo.key_fingerprint for repo in repos.all()}
-    assert len(fingerprints) == len(repos.all())
+    assert len(fingerprints) == len(repos.all()) - 1  # Docker signs linux/ubuntu and linux/debian alike
+    assert repos.docker.key_fingerprint == repos.docker_debian.key_fingerprint
+
+
+@root_only
+def test_each_repository_serves_only_the_suites_its_vendor_serves(repos):
+    suites = {repo.name: sorted(s.suite for s in repo.sources) for repo in repos.all()}
+    assert suites["docker"] == suites["ubuntu-archive"] == suites["apptainer"] == ["jammy", "noble"]
+    assert suites["docker-debian"] == ["bookworm"]
+    for missing in ("download.docker.com/linux/ubuntu/dists/bookworm", "download.docker.com/linux/debian/dists/noble",
+                    "ppa.launchpadcontent.net/apptainer/ppa/ubuntu/dists/bookworm",
+                    "archive.ubuntu.com/ubuntu/dists/bookworm"):
+        assert not (repos.root / missing).exists(), missing
 
 
 @root_only
@@ -216,6 +228,26 @@ def test_nvidia_ctk_merges_the_nvidia_runtime_and_keeps_every_other_key(payload_
 
 
 @root_only
+def test_nvidia_ctk_writes_as_the_go_tool_does(payload_bin, tmp_path):
+    """pkg/config/engine/docker and pkg/config/raw.go: no trailing newline, an empty file is an
+    error, --cdi.enabled replaces the features map, --runtime takes a separate value and defaults to docker."""
+    ctk = _tool(payload_bin, "nvidia-ctk", "1.18.0")
+    config = tmp_path / "daemon.json"
+    config.write_text("")
+    empty = subprocess.run([ctk, "runtime", "configure", f"--config={config}"], capture_output=True, text=True)
+    assert empty.returncode == 1 and "unable to load config: EOF" in empty.stderr
+    config.write_text(json.dumps({"features": {"buildkit": True}}))
+    subprocess.run([ctk, "runtime", "configure", "--runtime", "docker", f"--config={config}", "--cdi.enabled"],
+                   check=True, capture_output=True)
+    written = config.read_text()
+    assert not written.endswith("\n") and written.startswith('{\n    "features"')
+    assert json.loads(written)["features"] == {"cdi": True}
+    unknown = subprocess.run([ctk, "runtime", "configure", "--runtime=podman", f"--config={config}"],
+                             capture_output=True, text=True)
+    assert unknown.returncode == 1 and "not modelled" in unknown.stderr
+
+
+@root_only
 def test_cdi_generation_needs_a_loaded_driver(payload_bin, tmp_path):
     ctk = _tool(payload_bin, "nvidia-ctk")
     run = subprocess.run([ctk, "cdi", "generate", f"--output={tmp_path / 'nvidia.yaml'}"],
@@ -226,23 +258,37 @@ def test_cdi_generation_needs_a_loaded_driver(payload_bin, tmp_path):
 
 # ---------------------------------------------------------------- NVIDIA driver, both routes
 
+def _ubuntu_kernel(system, flavour: str) -> None:
+    """The sandbox's newest installed kernel, as ubuntu-drivers finds it (linux-image-* packages)."""
+    system.run(f"apt-get install -y linux-image-{flavour}", check=True)
+
+
 @root_only
-def test_route_a_driver_works_only_after_a_reboot(served, system):
+def test_route_a_gpgpu_installs_headless_no_dkms_and_prebuilt_modules_and_works_after_a_reboot(served, system):
     repos, server = served
     fake_pci_tree(system.pci_dir, V100)
     system.add_repos(repos, server.url, "ubuntu-archive")
     system.run("apt-get install -y ubuntu-drivers-common", check=True)
-    assert system.run("ubuntu-drivers list --gpgpu").stdout.startswith("nvidia-driver-580-server, ")
-    system.run("ubuntu-drivers install --gpgpu nvidia:580-server", check=True)
-    assert system.run("dpkg-query -W nvidia-utils-580-server").returncode == 1  # not pulled in
+    _ubuntu_kernel(system, "generic")
+    assert system.run("ubuntu-drivers list --gpgpu").stdout.startswith(
+        "nvidia-driver-580-server, (kernel modules provided by linux-modules-nvidia-580-server-generic)")
+    install = system.run("ubuntu-drivers install --gpgpu nvidia:580-server")
+    assert install.returncode == 0, install.stdout + install.stderr
+    listing = system.run("dpkg-query -W -f '${db:Status-Abbrev}|${Package}\\n'").stdout.splitlines()
+    installed = {line.split("|")[1] for line in listing if line.startswith("ii")}
+    assert {"nvidia-headless-no-dkms-580-server", "linux-modules-nvidia-580-server-generic",
+            "linux-modules-nvidia-580-server-6.8.0-87-generic"} <= installed
+    for absent in ("nvidia-driver-580-server", "nvidia-dkms-580-server", "dkms", "nvidia-utils-580-server",
+                   "xserver-xorg-video-nvidia-580-server"):
+        assert absent not in installed, absent
+    assert system.run("test -e /usr/bin/nvidia-smi").returncode == 1  # --gpgpu pulls no nvidia-utils
     system.run("apt-get install -y nvidia-utils-580-server", check=True)
-    assert system.run("cat /var/run/reboot-required").stdout == "*** System restart required ***\n"
+    assert system.run("test -e /var/run/reboot-required").returncode == 1  # no driver package writes it
     before = system.run("nvidia-smi")
     assert before.returncode == 9
     assert before.stdout.startswith("NVIDIA-SMI has failed because it couldn't communicate with the "
                                     "NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.")
     system.reboot()
-    assert system.run("test -e /var/run/reboot-required").returncode == 1
     table = system.run("nvidia-smi", check=True).stdout
     assert "Tesla V100-SXM2-16GB" in table and "Driver Version: 580.95.05" in table
     assert all(len(line) == 91 for line in table.splitlines()[1:] if line.startswith(("|", "+")))
@@ -255,12 +301,37 @@ def test_route_a_driver_works_only_after_a_reboot(served, system):
 
 
 @root_only
+def test_route_a_without_prebuilt_modules_for_the_kernel_installs_nothing_and_exits_0(served, system):
+    repos, server = served
+    fake_pci_tree(system.pci_dir, V100)
+    system.add_repos(repos, server.url, "ubuntu-archive")
+    system.run("apt-get install -y ubuntu-drivers-common", check=True)
+    _ubuntu_kernel(system, "lowlatency")
+    run = system.run("ubuntu-drivers install --gpgpu nvidia:580-server")
+    assert (run.returncode, run.stdout) == (0, "No drivers found for installation.\n")
+    assert system.run("dpkg-query -W nvidia-headless-no-dkms-580-server").returncode == 1
+
+
+@root_only
+def test_ubuntu_drivers_takes_flavours_exactly_and_refuses_unknown_options(served, system):
+    repos, server = served
+    fake_pci_tree(system.pci_dir, V100)
+    system.add_repos(repos, server.url, "ubuntu-archive")
+    system.run("apt-get install -y ubuntu-drivers-common", check=True)
+    _ubuntu_kernel(system, "generic")
+    branch_only = system.run("ubuntu-drivers install --gpgpu nvidia:580")  # no "580" -> "580-server" mapping
+    assert (branch_only.returncode, branch_only.stdout) == (0, "No drivers found for installation.\n")
+    unknown = system.run("ubuntu-drivers install --gpgpu --assume-yes nvidia:580-server")
+    assert unknown.returncode == 2 and "Error: No such option: --assume-yes" in unknown.stderr
+
+
+@root_only
 def test_ubuntu_drivers_installs_nothing_without_an_nvidia_gpu(served, system):
     repos, server = served
     system.add_repos(repos, server.url, "ubuntu-archive")
     system.run("apt-get install -y ubuntu-drivers-common", check=True)
     run = system.run("ubuntu-drivers install --gpgpu nvidia:580-server")
-    assert (run.returncode, run.stdout) == (1, "No drivers found for installation.\n")
+    assert (run.returncode, run.stdout) == (0, "No drivers found for installation.\n")
 
 
 @root_only
@@ -304,13 +375,21 @@ def test_plant_gpu_writes_the_kernels_formats(tmp_path):
 def test_docker_ce_installs_debians_engine_under_docker_ce_names(served, tmp_path):
     repos, server = served
     with ThrowawaySystem(tmp_path / "system", keep_distro_sources=True) as system:
-        system.add_repos(repos, server.url, "docker")
+        system.add_repos(repos, server.url, "docker-debian", suite="bookworm")
         run = system.run("apt-get install -s docker-ce docker-ce-cli containerd.io docker-buildx-plugin "
                          "docker-compose-plugin")
     assert run.returncode == 0, run.stdout + run.stderr
-    for package in ("docker-ce ", "docker-ce-cli ", "containerd.io ", "containerd ", "runc "):
+    for package in ("docker-ce ", "docker-ce-cli ", "containerd.io "):
         assert f"Inst {package}" in run.stdout
-    assert "Inst docker.io " not in run.stdout
+    # containerd.io Provides, Conflicts and Replaces containerd and runc (containerd-packaging debian/control).
+    for package in ("docker.io ", "containerd ", "runc "):
+        assert f"Inst {package}" not in run.stdout
+    fields = subprocess.run(["dpkg-deb", "-f", str(next(repos.root.rglob("containerd.io_*.deb")))],
+                            capture_output=True, text=True).stdout
+    assert {"Provides: containerd, runc", "Conflicts: containerd, runc", "Replaces: containerd, runc"} <= set(fields.splitlines())
+    files = subprocess.run(["dpkg-deb", "-c", str(next(repos.root.rglob("containerd.io_*.deb")))],
+                           capture_output=True, text=True).stdout
+    assert "./usr/bin/containerd\n" in files and "./usr/sbin/runc\n" in files
     engine = next(repos.root.rglob("docker-ce_*.deb"))
     files = subprocess.run(["dpkg-deb", "-c", str(engine)], capture_output=True, text=True).stdout
     assert "./usr/sbin/dockerd" in files and "./usr/bin/docker\n" not in files
@@ -520,11 +599,16 @@ def test_apptainer_pulls_from_a_registry_with_the_login_it_stored(apptainer, tok
 
 
 @root_only
-def test_apptainer_package_installs_its_apparmor_profile(repos):
-    deb = next(repos.root.rglob("apptainer_*.deb"))
-    files = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True).stdout
-    assert "./etc/apparmor.d/apptainer" in files
-    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True).stdout
+def test_apptainer_packages_carry_the_profile_of_the_release_they_were_built_on(repos, tmp_path):
+    def profile(deb: Path) -> str:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / deb.name)], check=True)
+        return (tmp_path / deb.name / "etc/apparmor.d/apptainer").read_text()
+    # dist/debian/rules: the userns profile only when built on Ubuntu 23.10+, else the placeholder.
+    assert "  userns,\n" in profile(next(repos.root.rglob("apptainer_*~noble_*.deb")))
+    assert "userns," not in profile(next(repos.root.rglob("apptainer_*~jammy_*.deb")))
+    release = repos.root / repos.apptainer_release_deb
+    assert "userns," not in profile(release) and "placeholder" in profile(release)
+    depends = subprocess.run(["dpkg-deb", "-f", str(release), "Depends"], capture_output=True, text=True).stdout
     assert "squashfs-tools" in depends and "siftool" in depends
 
 

@@ -33,7 +33,8 @@ def ubuntu(version: str, codename: str, **extra) -> dict:
 def test_b300_instance_gets_the_open_595_driver():
     text, size = render(ubuntu("24.04", "noble", instance_type="p6-b300.48xlarge"))
     assert "ubuntu-drivers install --gpgpu nvidia:595-server-open" in text
-    assert "nvidia-driver-595-server-open" in text and "nvidia-driver-580-server " not in text
+    # --gpgpu installs the headless no-DKMS driver and prebuilt modules, not nvidia-driver-<b> (issue 9).
+    assert "nvidia-headless-no-dkms-595-server-open" in text and "580-server" not in text
     assert "case \" $gpus\" in *0x3182*)" in text, "the boot-time check looks for the B300's PCI id"
     assert "'ubuntu 24.04 amd64'" in text
     assert size <= EC2_LIMIT

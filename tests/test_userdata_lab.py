@@ -20,7 +20,7 @@ pytestmark = pytest.mark.lab
 PLANTED = "nvapi-PLANTED-userdata-5d1e"
 BOOTED, TWIN = "udboot1", "udtwin1"
 PROXY = "-o Acquire::http::Proxy=http://10.200.0.1:3142 -o Acquire::http::Proxy::10.200.0.1=DIRECT"
-DECLARED = {"os_id": "debian", "os_version_id": "12", "os_codename": "bookworm", "arch": "amd64",
+DECLARED = {"os_id": "ubuntu", "os_version_id": "24.04", "os_codename": "noble", "arch": "amd64",
             "gpus": [{"slot": V100[0], "pci_id": V100[1], "class": V100[2]}]}
 MANAGED = ["/etc/apt/apt.conf.d/80provision-lock-timeout", "/etc/apt/apt.conf.d/81provision-proxy",
            "/etc/apt/apt.conf.d/51provision-nvidia-no-unattended", "/etc/apt/sources.list.d/docker.sources",

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # preflight (and the GPU table) load on first use: most runs never read `nvidia`
     from provision.gpu.preflight import Decision
 
-REQUEST_KEYS = ("nvidia_driver_route", "nvidia_driver_branch", "nvidia_driver_flavour", "cuda_version", "ngc_pytorch_tag")
+REQUEST_KEYS = ("nvidia_driver_route", "nvidia_driver_branch", "nvidia_driver_flavour", "cuda_version", "ngc_pytorch_tag",
+                "apptainer_source")
 
 
 def request_from(variables: dict[str, Any]) -> dict[str, Any]:

@@ -217,7 +217,27 @@ def _choose_flavour(gpus: list[GpuModel], requested: Any, branch: int, t: Compat
     return Choice(requested, "requested")
 
 
-def _choose_route(facts: dict[str, Any], requested: Any, release: UbuntuRelease | None) -> Choice:
+def _on_ubuntu(facts: dict[str, Any]) -> bool:
+    return facts.get("os_id") in (None, "", "ubuntu")
+
+
+def _os_name(facts: dict[str, Any]) -> str:
+    return f"{str(facts.get('os_id')).capitalize()} {facts.get('os_version_id', '')}".strip()
+
+
+def _check_vendor_sources(facts: dict[str, Any], request: dict[str, Any]) -> None:
+    """Refuse what the vendors publish for Ubuntu only, on another distribution, saying what to use."""
+    if not _on_ubuntu(facts) and request.get("apptainer_source") == "ppa":
+        raise PreflightError(f"apptainer_source ppa cannot work on {_os_name(facts)}: Apptainer's PPA serves "
+                             f"Ubuntu releases only; set apptainer_source: deb (Apptainer's release .deb)")
+
+
+def _choose_route(facts: dict[str, Any], requested: Any, release: UbuntuRelease | None = None) -> Choice:
+    if not _on_ubuntu(facts) and requested in (None, "ubuntu-drivers"):
+        raise PreflightError(f"nvidia_driver_route ubuntu-drivers cannot work on {_os_name(facts)}: ubuntu-drivers "
+                             f"and its prebuilt modules come from Ubuntu's archive only; set nvidia_driver_route: "
+                             f"cuda-repo (NVIDIA's {facts.get('os_id')}{str(facts.get('os_version_id', '')).replace('.', '')} "
+                             f"repository)")
     if requested is None:
         return Choice("ubuntu-drivers", "default: signed prebuilt modules from the Ubuntu archive (Secure Boot safe)")
     if requested not in ROUTES:
@@ -256,6 +276,9 @@ def decide(facts: dict[str, Any], request: dict[str, Any]) -> Decision:
     found, gpu_reason, warnings = gpus_from_facts(facts, t)
     release = _release(facts, t)
     key = release.cuda_repo_key if release else "3bf863cc.pub"
+    if found:
+        _choose_route(facts, request.get("nvidia_driver_route"), release)  # its refusal comes first
+    _check_vendor_sources(facts, request)
     if not found:
         demands = [f"{k} {request[k]}" for k in _DRIVER_DEMANDS if request.get(k) is not None]
         if demands:

@@ -105,16 +105,27 @@ def service(args: dict, ctx: OpContext) -> Step:
     )
 
 
-@operation("reboot", when_file="/var/run/reboot-required", reason="")
+@operation("reboot", when_file="/var/run/reboot-required", reason="", unless_shell=None)
 def reboot(args: dict, ctx: OpContext) -> Step:
-    """A reboot point: when `when_file` exists the run reboots the host here and continues after."""
+    """A reboot point: the run reboots the host here and continues after, when `when_file` exists
+    or, given `unless_shell`, when that shell condition fails (it says the running system is as wanted)."""
+    reason = f": {args['reason']}" if args["reason"] else ""
+    if args["unless_shell"] is not None:
+        return Step(
+            # A subshell, so that `exit` in the condition ends the condition, not the script.
+            check=f"(\n{str(args['unless_shell']).rstrip()}\n) > /dev/null 2>&1",
+            apply="true",
+            ok_reason="no reboot needed",
+            change=f"reboot{reason}",
+            control="reboot",
+        )
     path = args["when_file"]
     require("quoted_path", path, "reboot when_file", ctx.where, RoleError)
     return Step(
         check=f"[ ! -e {q(path)} ]",
         apply="true",
         ok_reason=f"no reboot needed ({path} absent)",
-        change=f"reboot{': ' + args['reason'] if args['reason'] else ''} ({path} present)",
+        change=f"reboot{reason} ({path} present)",
         control="reboot",
     )
 

@@ -63,11 +63,20 @@ class Signer:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def write_packages_index(root: Path, pool: str, out: Path) -> None:
-    """OUT/Packages and Packages.gz for the .debs in ROOT/POOL, Filename relative to ROOT."""
+def write_packages_index(root: Path, pool: str | list[str], out: Path, only: list[str] | None = None) -> None:
+    """OUT/Packages and Packages.gz for the .debs in ROOT/POOL (one folder or several), Filename
+    relative to ROOT; with ONLY, just the .debs of those file names."""
     out.mkdir(parents=True, exist_ok=True)
-    index = subprocess.run(["apt-ftparchive", "packages", pool], cwd=root, check=True,
-                           capture_output=True).stdout
+    stanzas = []
+    for folder in [pool] if isinstance(pool, str) else pool:
+        index = subprocess.run(["apt-ftparchive", "packages", folder], cwd=root, check=True,
+                               capture_output=True).stdout.decode()
+        for stanza in index.strip().split("\n\n"):
+            filename = next((line.split(": ", 1)[1] for line in stanza.splitlines()
+                             if line.startswith("Filename: ")), "")
+            if stanza.strip() and (only is None or filename.rsplit("/", 1)[-1] in only):
+                stanzas.append(stanza.strip() + "\n")
+    index = "\n".join(stanzas).encode()
     (out / "Packages").write_bytes(index)
     (out / "Packages.gz").write_bytes(gzip.compress(index, mtime=0))
 

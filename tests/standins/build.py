@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +24,8 @@ from urllib.parse import urlsplit
 
 from . import recipes
 from .archive import Signer, SigningKey, place_debs, write_packages_index
-from .debs import build_deb, download_docker_io, repackage_docker_engine
+from .debs import (build_deb, download_debian_deb, download_docker_io, repackage_containerd_io,
+                   repackage_docker_engine)
 from .recipes import DebRecipe
 from .serve import StandinServer, serve
 from .tls import forget_server_certificate, write_certificates
@@ -94,6 +94,14 @@ class StandinRepo:
     def url(self, base_url: str) -> str:
         return f"{base_url.rstrip('/')}/{self.path}"
 
+    def source(self, suite: str) -> AptSource:
+        """The source of this repository for one suite ("/" for a flat repository)."""
+        for source in self.sources:
+            if source.suite in (suite, "/"):
+                return source
+        raise KeyError(f"{self.name} serves no suite {suite!r} (it serves "
+                       f"{', '.join(s.suite for s in self.sources)})")
+
     def key_url(self, base_url: str) -> str:
         return f"{base_url.rstrip('/')}/{self.key_path}"
 
@@ -104,18 +112,19 @@ class StandinRepos:
 
     root: Path
     base_url: str
-    codename: str
     arch: str
     ca_cert: Path | None  # the lab CA to trust when base_url is https, else None
     docker: StandinRepo
+    docker_debian: StandinRepo
     nvidia_container_toolkit: StandinRepo
     ubuntu_archive: StandinRepo
     cuda: StandinRepo
     apptainer: StandinRepo
+    apptainer_release_deb: str  # path under the root of the release .deb (github.com/...)
 
     def all(self) -> tuple[StandinRepo, ...]:
-        return (self.docker, self.nvidia_container_toolkit, self.ubuntu_archive, self.cuda,
-                self.apptainer)
+        return (self.docker, self.docker_debian, self.nvidia_container_toolkit, self.ubuntu_archive,
+                self.cuda, self.apptainer)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)
@@ -124,7 +133,7 @@ class StandinRepos:
     def from_json(cls, text: str) -> StandinRepos:
         data = json.loads(text)
         repos = {}
-        for name in ("docker", "nvidia_container_toolkit", "ubuntu_archive", "cuda", "apptainer"):
+        for name in ("docker", "docker_debian", "nvidia_container_toolkit", "ubuntu_archive", "cuda", "apptainer"):
             r = data.pop(name)
             r["key_file"] = Path(r["key_file"])
             r["sources"] = tuple(AptSource(s["uri_path"], s["suite"], tuple(s["components"]))
@@ -147,8 +156,8 @@ def _versions(recipe_list: list[DebRecipe]) -> dict[str, tuple[str, ...]]:
 class _Build:
     """One build of every repository into WWW (the server root)."""
 
-    def __init__(self, out_dir: Path, codename: str, arch: str, base_url: str):
-        self.out_dir, self.codename, self.arch = out_dir, codename, arch
+    def __init__(self, out_dir: Path, arch: str, base_url: str):
+        self.out_dir, self.arch = out_dir, arch
         self.www, self.final = out_dir / "www.new", out_dir / "www"
         shutil.rmtree(self.www, ignore_errors=True)
         self.base_url = base_url.rstrip("/")
@@ -164,19 +173,20 @@ class _Build:
         out.mkdir(parents=True, exist_ok=True)
         return list(self.pool.map(lambda r: build_deb(r, self.work / "stage", out), recipe_list))
 
-    def dists_repo(self, root: Path, key: SigningKey, label: str, components: dict[str, list[Path]],
-                   pool_dir: Callable[[str, str], str]) -> None:
-        """Lay out dists/<codename>/<component>/binary-<arch> like Docker's repository or a PPA."""
+    def dists_repo(self, root: Path, key: SigningKey, label: str, suite: str,
+                   components: dict[str, list[Path]], pool_dir: Callable[[str, str], str]) -> None:
+        """Lay out dists/<suite>/<component>/binary-<arch> like Docker's repository or a PPA."""
         for component, debs in components.items():
             dirs = []
             for deb in debs:
                 rel = pool_dir(component, deb.name.split("_")[0])
                 place_debs([deb], root / rel)
                 dirs.append(rel)
-            write_packages_index(root, os.path.commonpath(dirs),
-                            root / "dists" / self.codename / component / f"binary-{self.arch}")
-        self.signer.sign_release(root / "dists" / self.codename, key, {
-            "Origin": label, "Label": label, "Suite": self.codename, "Codename": self.codename,
+            # The index lists only this suite's packages (pools may be shared between suites).
+            index_dir = root / "dists" / suite / component / f"binary-{self.arch}"
+            write_packages_index(root, sorted(set(dirs)), index_dir, [d.name for d in debs])
+        self.signer.sign_release(root / "dists" / suite, key, {
+            "Origin": label, "Label": label, "Suite": suite, "Codename": suite,
             "Components": " ".join(components), "Architectures": self.arch})
 
     def flat_repo(self, directory: Path, key: SigningKey, label: str, debs: list[Path]) -> None:
@@ -210,19 +220,31 @@ def _per_package_pool(component: str, package: str) -> str:
     return f"pool/{component}/{package[0]}/{package}"
 
 
-def _docker(b: _Build, engine: Future) -> StandinRepo:
-    vendor = "https://download.docker.com/linux/ubuntu"
+def _docker(b: _Build, vendor: str, label: str, suites: dict[str, str], engines: dict[str, Future],
+            containerd: Future) -> StandinRepo:
+    """Docker's repository for one distribution (linux/ubuntu or linux/debian), one suite per codename."""
     path = _path_of(vendor)
-    key = b.signer.key("docker", "Docker")
-    plugins = recipes.docker_plugin_recipes(b.codename, b.arch)
-    engine_debs = engine.result()
-    debs = b.build_debs(plugins, "docker") + engine_debs
-    b.dists_repo(b.www / path, key, "Docker", {"stable": debs},
-                 lambda component, package: f"dists/{b.codename}/pool/{component}/{b.arch}")
-    engine_version = _engine_version(b.codename)
-    packages = {**_versions(plugins), "docker-ce": (engine_version,), "docker-ce-cli": (engine_version,)}
-    return b.repo("docker", vendor, key, f"{path}/gpg",
-                  (AptSource(path, b.codename, ("stable",)),), dict(sorted(packages.items())))
+    key = b.signer.key("docker", "Docker")  # Docker signs both with one key (the same gpg file)
+    packages: dict[str, list[str]] = {}
+    sources = []
+    for codename in suites:
+        plugins = recipes.docker_plugin_recipes(codename, b.arch)
+        debs = b.build_debs(plugins, f"docker-{codename}") + engines[codename].result()
+        debs.append(containerd.result())
+        b.dists_repo(b.www / path, key, "Docker", codename, {"stable": debs},
+                     lambda component, package, c=codename: f"dists/{c}/pool/{component}/{b.arch}")
+        engine_version = _engine_version(codename)
+        for name, versions in {**_versions(plugins), "docker-ce": (engine_version,),
+                               "docker-ce-cli": (engine_version,),
+                               "containerd.io": (_containerd_version(),)}.items():
+            packages.setdefault(name, []).extend(versions)
+        sources.append(AptSource(path, codename, ("stable",)))
+    return b.repo(label, vendor, key, f"{path}/gpg", tuple(sources),
+                  {k: tuple(v) for k, v in sorted(packages.items())})
+
+
+def _containerd_version() -> str:
+    return f"{recipes.CONTAINERD_VERSION}-1"
 
 
 def _engine_version(codename: str) -> str:
@@ -248,12 +270,15 @@ def _ubuntu_archive(b: _Build) -> StandinRepo:
     vendor = "http://archive.ubuntu.com/ubuntu"
     path = _path_of(vendor)
     key = b.signer.key("ubuntu-archive", "Ubuntu Archive")
-    components = recipes.ubuntu_archive_recipes(b.arch)
-    debs = {c: b.build_debs(rs, f"ubuntu-{c}") for c, rs in components.items()}
-    b.dists_repo(b.www / path, key, "Ubuntu", debs, _per_package_pool)
+    sources, every = [], []
+    for codename in recipes.UBUNTU_SUITES:
+        components = recipes.ubuntu_archive_recipes(codename, b.arch)
+        debs = {c: b.build_debs(rs, f"ubuntu-{codename}-{c}") for c, rs in components.items()}
+        b.dists_repo(b.www / path, key, "Ubuntu", codename, debs, _per_package_pool)
+        sources.append(AptSource(path, codename, tuple(components)))
+        every += [r for rs in components.values() for r in rs]
     return b.repo("ubuntu-archive", vendor, key, f"{path}/ubuntu-archive-keyring.asc",
-                  (AptSource(path, b.codename, tuple(components)),),
-                  _versions([r for rs in components.values() for r in rs]))
+                  tuple(sources), _versions(every))
 
 
 def _cuda(b: _Build) -> StandinRepo:
@@ -281,12 +306,29 @@ def _apptainer(b: _Build) -> StandinRepo:
     vendor = "https://ppa.launchpadcontent.net/apptainer/ppa/ubuntu"
     path = _path_of(vendor)
     key = b.signer.key("apptainer-ppa", "Apptainer PPA")
-    apptainer = [recipes.apptainer_recipe(b.codename, b.arch)]
-    b.dists_repo(b.www / path, key, "LP-PPA-apptainer", {"main": b.build_debs(apptainer, "apptainer")},
-                 _per_package_pool)
+    sources, every = [], []
+    for codename in recipes.UBUNTU_SUITES:
+        apptainer = [recipes.apptainer_recipe(codename, b.arch)]
+        b.dists_repo(b.www / path, key, "LP-PPA-apptainer", codename,
+                     {"main": b.build_debs(apptainer, f"apptainer-{codename}")}, _per_package_pool)
+        sources.append(AptSource(path, codename, ("main",)))
+        every += apptainer
     # Launchpad keys come from the keyserver; any query on this path returns the PPA's key.
-    return b.repo("apptainer", vendor, key, "keyserver.ubuntu.com/pks/lookup",
-                  (AptSource(path, b.codename, ("main",)),), _versions(apptainer))
+    return b.repo("apptainer", vendor, key, "keyserver.ubuntu.com/pks/lookup", tuple(sources),
+                  _versions(every))
+
+
+APPTAINER_RELEASE_URL = ("https://github.com/apptainer/apptainer/releases/download/"
+                         f"v{recipes.APPTAINER_VERSION}/apptainer_{recipes.APPTAINER_VERSION}_amd64.deb")
+
+
+def _apptainer_release(b: _Build) -> str:
+    """The release .deb where GitHub serves it; returns its path under the server root."""
+    rel = _path_of(APPTAINER_RELEASE_URL)
+    deb = b.build_debs([recipes.apptainer_release_recipe(b.arch)], "apptainer-release")[0]
+    (b.www / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(deb, b.www / rel)
+    return rel
 
 
 def _recipe_digest(*params: str) -> str:
@@ -301,22 +343,24 @@ def _recipe_digest(*params: str) -> str:
 DEFAULT_BASE_URL = "http://10.200.0.1:8089"
 
 
-def build_standin_repos(out_dir: Path, codename: str = "bookworm", arch: str = "amd64",
+def build_standin_repos(out_dir: Path, arch: str = "amd64",
                         base_url: str = DEFAULT_BASE_URL) -> StandinRepos:
     """Build (or reuse) every stand-in repository under OUT_DIR/www, for clients at BASE_URL.
 
+    Each repository serves the suites its vendor serves (recipes.UBUNTU_SUITES, DEBIAN_SUITES).
     BASE_URL is baked into what names the lab's own URL (cuda-keyring's sources file, the
     toolkit's .list); the rest is the same whatever the address. An https BASE_URL also makes
     a lab CA and a certificate for its host (tls.py), and serve() then speaks TLS. The result is cached in
     OUT_DIR and rebuilt only when this package's code, payloads or the parameters change;
-    signing keys are kept across rebuilds. Debian's docker.io .deb is downloaded once.
+    signing keys are kept across rebuilds. Debian's docker.io, containerd and runc .debs are downloaded once.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         docker_io = download_docker_io(out_dir / "downloads")
-        digest = _recipe_digest(codename, arch, base_url.rstrip("/"), docker_io.name)
+        runtime_debs = [download_debian_deb(out_dir / "downloads", name) for name in ("containerd", "runc")]
+        digest = _recipe_digest(arch, base_url.rstrip("/"), docker_io.name, *(d.name for d in runtime_debs))
         manifest, stamp, final = out_dir / _MANIFEST, out_dir / _RECIPE_HASH, out_dir / "www"
         if stamp.exists() and stamp.read_text() == digest and manifest.exists() and final.is_dir():
             return StandinRepos.from_json(manifest.read_text())
@@ -327,14 +371,22 @@ def build_standin_repos(out_dir: Path, codename: str = "bookworm", arch: str = "
         else:
             ca_cert = None
             forget_server_certificate(out_dir / "tls")
-        b = _Build(out_dir, codename, arch, base_url)
+        b = _Build(out_dir, arch, base_url)
         try:
-            engine = b.pool.submit(repackage_docker_engine, docker_io, _engine_version(codename),
-                                   b.work, b.debs)
+            suites = {**recipes.UBUNTU_SUITES, **recipes.DEBIAN_SUITES}
+            engines = {codename: b.pool.submit(repackage_docker_engine, docker_io, _engine_version(codename),
+                                               b.work, b.debs)
+                       for codename in suites}
+            containerd = b.pool.submit(repackage_containerd_io, runtime_debs, _containerd_version(),
+                                       b.work, b.debs)
             repos = StandinRepos(
-                root=final, base_url=b.base_url, codename=codename, arch=arch, ca_cert=ca_cert,
+                root=final, base_url=b.base_url, arch=arch, ca_cert=ca_cert,
                 nvidia_container_toolkit=_toolkit(b), ubuntu_archive=_ubuntu_archive(b),
-                cuda=_cuda(b), apptainer=_apptainer(b), docker=_docker(b, engine))
+                cuda=_cuda(b), apptainer=_apptainer(b), apptainer_release_deb=_apptainer_release(b),
+                docker=_docker(b, "https://download.docker.com/linux/ubuntu", "docker",
+                               recipes.UBUNTU_SUITES, engines, containerd),
+                docker_debian=_docker(b, "https://download.docker.com/linux/debian", "docker-debian",
+                                      recipes.DEBIAN_SUITES, engines, containerd))
         finally:
             b.close()
         shutil.rmtree(final, ignore_errors=True)

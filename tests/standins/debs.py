@@ -103,6 +103,10 @@ def build_deb(recipe: DebRecipe, work: Path, out_dir: Path) -> Path:
         control.append(f"Depends: {', '.join(recipe.depends)}")
     if recipe.conflicts:
         control.append(f"Conflicts: {', '.join(recipe.conflicts)}")
+    if recipe.provides:
+        control.append(f"Provides: {', '.join(recipe.provides)}")
+    if recipe.replaces:
+        control.append(f"Replaces: {', '.join(recipe.replaces)}")
     control.append(f"Description: LAB STAND-IN for {recipe.stands_in_for}")
     (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
     scripts = {"postinst": recipe.postinst, "postrm": recipe.postrm}
@@ -147,19 +151,53 @@ def _format_control(fields: dict[str, str]) -> str:
     return "".join(f"{k}: {v}\n" for k, v in fields.items())
 
 
-def download_docker_io(downloads: Path) -> Path:
-    """Debian's docker.io .deb, fetched once with `apt-get download` and kept in DOWNLOADS."""
+def download_debian_deb(downloads: Path, package: str) -> Path:
+    """Debian's PACKAGE .deb, fetched once with `apt-get download` and kept in DOWNLOADS."""
     downloads.mkdir(parents=True, exist_ok=True)
-    found = sorted(downloads.glob("docker.io_*.deb"))
+    found = sorted(downloads.glob(f"{package}_*.deb"))
     if found:
         return found[-1]
-    result = subprocess.run(["apt-get", "download", "docker.io"], cwd=downloads,
+    result = subprocess.run(["apt-get", "download", package], cwd=downloads,
                             capture_output=True, text=True)
-    found = sorted(downloads.glob("docker.io_*.deb"))
+    found = sorted(downloads.glob(f"{package}_*.deb"))
     if result.returncode != 0 or not found:
-        raise RuntimeError(f"apt-get download docker.io failed (rc={result.returncode}): "
+        raise RuntimeError(f"apt-get download {package} failed (rc={result.returncode}): "
                            f"{result.stderr.strip().splitlines()[-1:]}")
     return found[-1]
+
+
+def download_docker_io(downloads: Path) -> Path:
+    return download_debian_deb(downloads, "docker.io")
+
+
+def repackage_containerd_io(parts: list[Path], version: str, work: Path, out_dir: Path) -> Path:
+    """containerd.io from Debian's containerd and runc: one package carrying both, as Docker's does.
+
+    Control fields as docker/containerd-packaging debian/control: Provides, Conflicts and Replaces
+    containerd and runc (so installing it removes Debian's), Depends on the libraries only.
+    """
+    root = work / "containerd.io"
+    shutil.rmtree(root, ignore_errors=True)
+    for deb in parts:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    arch = _control_fields(subprocess.run(["dpkg-deb", "-f", str(parts[0])], check=True,
+                                          capture_output=True, text=True).stdout)["Architecture"]
+    doc = root / "usr/share/doc/containerd.io"
+    doc.mkdir(parents=True, exist_ok=True)
+    (doc / "LAB-STANDIN").write_text("LAB STAND-IN for Docker's containerd.io: files of Debian's "
+                                     + ", ".join(d.name for d in parts) + ".\n")
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    fields = {"Package": "containerd.io", "Version": version, "Architecture": arch,
+              "Maintainer": MAINTAINER, "Section": "devel", "Priority": "optional",
+              "Depends": "libc6, libseccomp2",
+              "Provides": "containerd, runc", "Conflicts": "containerd, runc", "Replaces": "containerd, runc",
+              "Description": "LAB STAND-IN for Docker's containerd.io (Debian's containerd and runc)"}
+    (root / "DEBIAN/control").write_text(_format_control(fields))
+    _write_conffiles(root)
+    _write_md5sums(root)
+    deb = _dpkg_build(root, out_dir / f"containerd.io_{version}_{arch}.deb", ("-Zzstd", "-z1"))
+    shutil.rmtree(root)
+    return deb
 
 
 def repackage_docker_engine(docker_io: Path, version: str, work: Path, out_dir: Path) -> list[Path]:
@@ -169,8 +207,8 @@ def repackage_docker_engine(docker_io: Path, version: str, work: Path, out_dir: 
     be installed: the stand-in is docker.io itself under Docker CE's names, its maintainer
     scripts and conffiles kept, its dependencies kept plus Docker CE's own.
     """
-    engine = work / "docker-ce"
-    cli = work / "docker-ce-cli"
+    engine = work / f"docker-ce-{version}"
+    cli = work / f"docker-ce-cli-{version}"
     for path in (engine, cli):
         shutil.rmtree(path, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-R", str(docker_io), str(engine)], check=True)
@@ -193,7 +231,11 @@ def repackage_docker_engine(docker_io: Path, version: str, work: Path, out_dir: 
     engine_fields = {
         "Package": "docker-ce", **common,
         "Pre-Depends": original.get("Pre-Depends", ""),
-        "Depends": f"{original['Depends']}, containerd.io (>= 1.7.27), docker-ce-cli",
+        # docker-ce-packaging deb/common/control: Depends containerd.io, docker-ce-cli, iptables;
+        # docker.io's own containerd and runc are what containerd.io provides.
+        "Depends": ", ".join([d.strip() for d in original["Depends"].split(",")
+                              if d.strip().split()[0] not in ("containerd", "runc")]
+                             + ["containerd.io (>= 1.7.27)", "docker-ce-cli"]),
         "Recommends": original.get("Recommends", ""),
         "Conflicts": "docker.io, docker-engine",
         "Description": f"LAB STAND-IN for Docker CE's engine (Debian's docker.io {debian_version})",

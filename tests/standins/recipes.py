@@ -23,6 +23,19 @@ CUDA_KEYRING_VERSION = "1.1-1"
 # Distribution folders of the CUDA repository the lab serves (each a flat repo of its own).
 CUDA_DISTROS = ("ubuntu2204", "ubuntu2404", "debian12")
 APPTAINER_VERSION = "1.5.0"
+# The suites each vendor serves, and no others (a host of another release gets a 404, as for real):
+# Docker publishes linux/ubuntu and linux/debian per codename (docs.docker.com/engine/install/ubuntu,
+# /debian); the Ubuntu archive and the Apptainer PPA (launchpad.net/~apptainer/+archive/ubuntu/ppa)
+# serve Ubuntu codenames only.
+UBUNTU_SUITES = {"jammy": "22.04", "noble": "24.04"}
+DEBIAN_SUITES = {"bookworm": "12"}
+# Kernels of the Ubuntu archive stand-in, per suite: (ABI, flavours with prebuilt NVIDIA modules,
+# flavours without). Ubuntu builds linux-modules-nvidia-<branch>-<ABI>-<flavour> per kernel ABI
+# (ubuntu-drivers-common, UbuntuDrivers/detect.py get_linux_modules_metapackage); the stand-in
+# archive carries them for the generic flavour only, so a host on lowlatency has none.
+UBUNTU_KERNELS = {"jammy": "5.15.0-160", "noble": "6.8.0-87"}
+MODULE_FLAVOURS = ("generic",)
+BARE_FLAVOURS = ("lowlatency",)
 
 # Docker's version suffix per codename (their packages read 5:28.5.1-1~ubuntu.24.04~noble).
 _DOCKER_DISTRO = {
@@ -52,6 +65,8 @@ class DebRecipe:
     arch: str = "all"
     depends: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()
     files: tuple[tuple[str, Payload | bytes], ...] = ()
     postinst: tuple[str, ...] = ()  # snippets run by postinst after it records itself
     postrm: tuple[str, ...] = ()
@@ -73,22 +88,14 @@ def docker_version(upstream: str, codename: str, epoch: str = "") -> str:
 
 
 def docker_plugin_recipes(codename: str, arch: str) -> list[DebRecipe]:
-    """containerd.io and the two CLI plugins of Docker CE (docker-ce itself is repackaged)."""
+    """The two CLI plugins of Docker CE (docker-ce and containerd.io are repackaged Debian packages)."""
     plugins = [
         ("docker-buildx-plugin", "buildx", BUILDX_VERSION, "Docker Buildx",
          f"github.com/docker/buildx v{BUILDX_VERSION} lab-standin"),
         ("docker-compose-plugin", "compose", COMPOSE_VERSION, "Docker Compose",
          f"Docker Compose version v{COMPOSE_VERSION}"),
     ]
-    recipes = [
-        DebRecipe(
-            name="containerd.io",
-            version=docker_version(CONTAINERD_VERSION, codename),
-            stands_in_for="Docker CE's containerd.io (Debian's containerd and runc do the work)",
-            arch=arch,
-            depends=("containerd", "runc"),
-        )
-    ]
+    recipes = []
     for name, plugin, version, description, version_line in plugins:
         recipes.append(
             DebRecipe(
@@ -160,12 +167,21 @@ def toolkit_recipes(arch: str) -> list[DebRecipe]:
 
 
 def _driver(name: str, version: str, driver_version: str, flavour: str, stands_in_for: str,
-            arch: str, conflicts: tuple[str, ...], with_smi: bool, with_module: bool) -> DebRecipe:
+            arch: str, conflicts: tuple[str, ...], with_smi: bool, with_module: bool,
+            depends: tuple[str, ...] = (), module_snippet: str = "driver-postinst.sh") -> DebRecipe:
     subs = (("DRIVER_VERSION", driver_version), ("DRIVER_FLAVOUR", flavour))
+    files: tuple = ()
+    if with_smi:
+        files += (("/usr/bin/nvidia-smi", Payload("nvidia-smi")),)
+    if with_module:
+        # The kernel loading the module at boot, played by a unit (see nvidia-module-boot.sh).
+        files += (("/usr/lib/lab-standin/nvidia-module-boot", Payload("nvidia-module-boot.sh")),
+                  ("/lib/systemd/system/lab-standin-nvidia-module.service",
+                   Payload("nvidia-module.service", mode=0o644)))
     return DebRecipe(
         name=name, version=version, stands_in_for=stands_in_for, arch=arch, conflicts=conflicts,
-        files=(("/usr/bin/nvidia-smi", Payload("nvidia-smi")),) if with_smi else (),
-        postinst=("driver-postinst.sh",) if with_module else (),
+        depends=depends, files=files,
+        postinst=(module_snippet,) if with_module else (),
         postrm=("driver-postrm.sh",) if with_module else (),
         subs=subs,
     )
@@ -174,23 +190,69 @@ def _driver(name: str, version: str, driver_version: str, flavour: str, stands_i
 _ROUTE_B = ("nvidia-open", "cuda-drivers")
 
 
-def ubuntu_archive_recipes(arch: str) -> dict[str, list[DebRecipe]]:
-    """Route A, by component: ubuntu-drivers (main) and the -server driver (restricted)."""
+def _empty(name: str, version: str, arch: str, depends: tuple[str, ...] = ()) -> DebRecipe:
+    return DebRecipe(name, version, f"Ubuntu's {name} (its files play no part in the lab)", arch,
+                     depends=depends)
+
+
+def ubuntu_archive_recipes(codename: str, arch: str) -> dict[str, list[DebRecipe]]:
+    """Route A for one Ubuntu suite, by component: ubuntu-drivers and kernels (main), the driver (restricted).
+
+    Package names and Depends as Ubuntu's nvidia-graphics-drivers-580-server source builds them
+    (packages.ubuntu.com, noble-updates/restricted): nvidia-driver-<b> is the desktop metapackage
+    (DKMS and Xorg); nvidia-headless-no-dkms-<b> the headless userspace without DKMS; the prebuilt,
+    signed modules come from linux-restricted-modules as linux-modules-nvidia-<b>-<ABI>-<flavour>
+    with a per-flavour metapackage linux-modules-nvidia-<b>-<flavour>; nvidia-smi is in nvidia-utils-<b>.
+    """
     branch, driver_version = SERVER_DRIVER
-    version = f"{driver_version}-0ubuntu1"
-    return {
-        "main": [
-            DebRecipe("ubuntu-drivers-common", "1:0.10.0~lab1", "Ubuntu's ubuntu-drivers-common",
+    version = f"{driver_version}-0ubuntu0.{UBUNTU_SUITES[codename]}.1"
+    abi = UBUNTU_KERNELS[codename]
+    kernel_version = f"{abi}.{abi.rsplit('-', 1)[1]}"
+    b = branch
+    main = [DebRecipe("ubuntu-drivers-common", "1:0.10.0~lab1", "Ubuntu's ubuntu-drivers-common",
                       arch, files=(("/usr/bin/ubuntu-drivers", Payload("ubuntu-drivers")),),
-                      subs=(("SERVER_BRANCHES", branch),)),
-        ],
-        "restricted": [
-            _driver(f"nvidia-driver-{branch}", version, driver_version, "proprietary",
-                    f"Ubuntu's nvidia-driver-{branch}", arch, _ROUTE_B, False, True),
-            _driver(f"nvidia-utils-{branch}", version, driver_version, "proprietary",
-                    f"Ubuntu's nvidia-utils-{branch}", arch, _ROUTE_B, True, False),
-        ],
-    }
+                      subs=(("SERVER_BRANCHES", branch),))]
+    restricted = []
+    for flavour in MODULE_FLAVOURS + BARE_FLAVOURS:
+        # The kernel packages ubuntu-drivers reads to find the flavour (kerneldetection.py).
+        main += [_empty(f"linux-image-{abi}-{flavour}", kernel_version, arch),
+                 _empty(f"linux-image-{flavour}", kernel_version, arch,
+                        depends=(f"linux-image-{abi}-{flavour}",))]
+    for flavour in MODULE_FLAVOURS:
+        restricted += [
+            _driver(f"linux-modules-nvidia-{b}-{abi}-{flavour}", kernel_version, driver_version,
+                    "proprietary", f"Ubuntu's signed prebuilt linux-modules-nvidia-{b}-{abi}-{flavour}",
+                    arch, _ROUTE_B, False, True,
+                    depends=(f"linux-image-{abi}-{flavour}", f"nvidia-kernel-common-{b} (>= {driver_version})")),
+            _empty(f"linux-modules-nvidia-{b}-{flavour}", kernel_version, arch,
+                   depends=(f"linux-modules-nvidia-{b}-{abi}-{flavour}",)),
+        ]
+    common = (f"nvidia-kernel-common-{b} (= {version})", f"libnvidia-compute-{b} (= {version})",
+              f"nvidia-compute-utils-{b} (= {version})")
+    restricted += [
+        _empty(f"nvidia-kernel-common-{b}", version, arch),
+        _empty(f"nvidia-kernel-source-{b}", version, arch),
+        _empty(f"libnvidia-compute-{b}", version, arch),
+        _empty(f"nvidia-compute-utils-{b}", version, arch),
+        _empty(f"libnvidia-gl-{b}", version, arch),
+        _empty(f"xserver-xorg-video-nvidia-{b}", version, arch, depends=("xserver-xorg-core",)),
+        _empty(f"nvidia-headless-no-dkms-{b}", version, arch,
+               depends=(*common, f"nvidia-kernel-source-{b} (= {version})")),
+        _empty(f"nvidia-headless-{b}", version, arch,
+               depends=(f"nvidia-headless-no-dkms-{b} (= {version})", f"nvidia-dkms-{b} (= {version})")),
+        # DKMS builds against the running kernel's headers (dkms(8)); the stand-in fails without them.
+        _driver(f"nvidia-dkms-{b}", version, driver_version, "proprietary", f"Ubuntu's nvidia-dkms-{b}",
+                arch, _ROUTE_B, False, True, module_snippet="dkms-postinst.sh",
+                depends=("dkms", f"nvidia-kernel-common-{b} (= {version})",
+                         f"nvidia-kernel-source-{b} (= {version})")),
+        _empty(f"nvidia-driver-{b}", version, arch, depends=(
+            *common, f"nvidia-dkms-{b} (= {version})", f"nvidia-utils-{b} (= {version})",
+            f"libnvidia-gl-{b} (= {version})", f"xserver-xorg-video-nvidia-{b} (= {version})")),
+        _driver(f"nvidia-utils-{b}", version, driver_version, "proprietary",
+                f"Ubuntu's nvidia-utils-{b}", arch, _ROUTE_B, True, False,
+                depends=(f"libnvidia-compute-{b} (= {version})",)),
+    ]
+    return {"main": main, "restricted": restricted}
 
 
 def cuda_repo_recipes(arch: str) -> list[DebRecipe]:
@@ -206,7 +268,7 @@ Pin-Priority: 1000
                   f"NVIDIA's nvidia-driver-pinning-{branch}",
                   files=((f"/etc/apt/preferences.d/nvidia-driver-pinning-{branch}", pinning),)),
     ]
-    route_a = (f"nvidia-driver-{SERVER_DRIVER[0]}", f"nvidia-utils-{SERVER_DRIVER[0]}")
+    route_a = (f"nvidia-headless-no-dkms-{SERVER_DRIVER[0]}", f"nvidia-utils-{SERVER_DRIVER[0]}")
     for driver_version in CUDA_REPO_DRIVERS:
         for name, flavour in (("nvidia-open", "open"), ("cuda-drivers", "proprietary")):
             other = tuple(n for n in _ROUTE_B if n != name)
@@ -226,11 +288,26 @@ def cuda_keyring_recipe(distro: str, cuda_arch: str, repo_url: str, key: bytes) 
     )
 
 
-def apptainer_recipe(codename: str, arch: str) -> DebRecipe:
+def _apptainer(version: str, stands_in_for: str, arch: str, userns_profile: bool) -> DebRecipe:
+    # apptainer's dist/debian/rules installs dist/debian/apparmor-userns as /etc/apparmor.d/apptainer
+    # only when the package is built on Ubuntu 23.10 or newer, else dist/debian/apparmor-placeholder.
+    profile = "apparmor-apptainer" if userns_profile else "apparmor-apptainer-placeholder"
     return DebRecipe(
-        "apptainer", f"{APPTAINER_VERSION}-1~{codename}", "Apptainer (ppa:apptainer/ppa)", arch,
+        "apptainer", version, stands_in_for, arch,
         depends=("squashfs-tools", "siftool", "jq", "curl", "ca-certificates"),
         files=(("/usr/bin/apptainer", Payload("apptainer")),
-               ("/etc/apparmor.d/apptainer", Payload("apparmor-apptainer", mode=0o644)),
+               ("/etc/apparmor.d/apptainer", Payload(profile, mode=0o644)),
                ("/etc/apptainer/apptainer.conf", Payload("apptainer.conf", mode=0o644))),
     )
+
+
+def apptainer_recipe(codename: str, arch: str) -> DebRecipe:
+    """The PPA's package for one Ubuntu suite: built on that release (userns profile from 23.10)."""
+    return _apptainer(f"{APPTAINER_VERSION}-1~{codename}", "Apptainer (ppa:apptainer/ppa)", arch,
+                      float(UBUNTU_SUITES[codename]) >= 23.10)
+
+
+def apptainer_release_recipe(arch: str) -> DebRecipe:
+    """The GitHub release .deb: built on Debian 11 (the release workflow), so the placeholder profile."""
+    return _apptainer(APPTAINER_VERSION, "Apptainer's release .deb (github.com/apptainer/apptainer/releases)",
+                      arch, False)

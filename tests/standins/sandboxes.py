@@ -47,12 +47,14 @@ class AptRoot:
         self.sources = self.dir / "etc/apt/sources.list"
         self.sources.write_text("")
 
-    def add_repo(self, repo: StandinRepo, base_url: str, key: Path | None = None) -> Path:
-        """Add REPO's sources, signed-by its own served key (or KEY); return the keyring used."""
+    def add_repo(self, repo: StandinRepo, base_url: str, key: Path | None = None,
+                 suite: str | None = None) -> Path:
+        """Add REPO's sources (SUITE's only, when given), signed-by its own served key (or KEY);
+        return the keyring used."""
         keyring = self.dir / "etc/apt/keyrings" / f"{repo.name}.asc"
         shutil.copy(key or repo.key_file, keyring)
         with self.sources.open("a") as f:
-            for source in repo.sources:
+            for source in repo.sources if suite is None else [repo.source(suite)]:
                 f.write(source.one_line(base_url, str(keyring)))
         return keyring
 
@@ -128,16 +130,16 @@ exec sleep infinity
             raise AssertionError(f"{command!r} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def add_repos(self, repos: StandinRepos, base_url: str, *names: str) -> None:
-        """Add the named stand-in repos (a key file each, signed-by sources) and update their
-        lists only (this machine's own lists, when kept, stay as they are)."""
+    def add_repos(self, repos: StandinRepos, base_url: str, *names: str, suite: str = "noble") -> None:
+        """Add the named stand-in repos, SUITE's sources (a key file each, signed-by sources) and
+        update their lists only (this machine's own lists, when kept, stay as they are)."""
         lines = []
         for repo in repos.all():
             if repo.name in names:
                 keyring = f"/etc/apt/keyrings/lab-{repo.name}.asc"
                 self.path(keyring).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(repo.key_file, self.path(keyring))
-                lines += [source.one_line(base_url, keyring) for source in repo.sources]
+                lines.append(repo.source(suite).one_line(base_url, keyring))
         self.path("/etc/apt/sources.list.d/lab-standins.list").write_text("".join(lines))
         self.run("apt-get update -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/lab-standins.list "
                  "-o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0", check=True)
