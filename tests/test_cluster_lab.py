@@ -14,14 +14,13 @@ from provision.cluster.notebook import notebook
 from provision.cluster.slurm import ClusterError
 from provision.lab import slurm
 from provision.lab.lab import Lab
+from provision.lab.rootfs import APPTAINER_FLAVOUR
 from provision.ship import ship
 
 pytestmark = pytest.mark.lab
 
 GW, LOGIN, NODES = "clgw", "clhpc", ("clnode1", "clnode2")
 SIF_DIR = "/shared/containers"
-REPOS_DIR = Path("/var/cache/provision-lab/standin-repos")
-APPTAINER_KEY = "/etc/apt/keyrings/lab-apptainer.asc"
 PORT = 9931
 # The image: busybox, and a script that says where it runs and that it runs inside the SIF.
 WHERE_SCRIPT = """#!/bin/sh
@@ -47,22 +46,9 @@ def cluster():
         pytest.skip("the lab needs root")
     if not shutil.which("iptables"):
         pytest.skip("iptables is needed to confine the login host to its gateway")
-    from tests.standins import build_standin_repos, serve
     lab = Lab()
-    gw, login, *_ = lab.up([GW, LOGIN, *NODES])
-    repos = build_standin_repos(REPOS_DIR)
-    server = serve(REPOS_DIR)
-    try:
-        for name in (LOGIN, *NODES):
-            root = lab.rootfs(name)
-            (root / APPTAINER_KEY.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            (root / APPTAINER_KEY.lstrip("/")).write_text(repos.apptainer.key_file.read_text())
-            (root / "etc/apt/sources.list.d/lab-apptainer.list").write_text(
-                repos.apptainer.sources[0].one_line(repos.base_url, APPTAINER_KEY))
-            slurm.install_packages(lab, name, (*slurm.PACKAGES, "apptainer", "busybox-static"))
-            slurm.install_apptainer_shim(lab, name)
-    finally:
-        server.stop()
+    gw, = lab.up([GW])
+    login, *_ = lab.up([LOGIN, *NODES], flavour=APPTAINER_FLAVOUR)  # Debian's own Apptainer, Slurm, munge
     made = slurm.SlurmCluster(
         LOGIN, NODES, lab.state_dir / "shared" / "cltest",
         partitions=(slurm.Partition("debug", NODES, "01:00:00", default=True),
@@ -98,7 +84,7 @@ def inventory(cluster, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_sif(cluster, inventory, tmp_path_factory) -> Path:
-    """A genuine SIF built by the Apptainer stand-in on the login host, copied here, then shipped back with ship."""
+    """A SIF built by Apptainer itself on the login host, copied here, then shipped back with ship."""
     lab, _ = cluster
     lab.exec(LOGIN, "rm -rf /tmp/tiny && mkdir -p /tmp/tiny/bin /tmp/tiny/etc /tmp/tiny/usr/local/bin && "
                     "cp /bin/busybox /tmp/tiny/bin/busybox && ln -s busybox /tmp/tiny/bin/sh && "

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.lab import rootfs
+from provision.lab import mounts, rootfs
 from provision.lab.aptcache import PROXY_URL
 from provision.lab.commands import LabError
 from provision.lab.host import MachineDir, init_pid
@@ -31,7 +30,8 @@ READY_TIMEOUT = 60.0   # seconds for munged, slurmctld and every slurmd to answe
 GPU_DEVICE = "/dev/nvidia0"  # made with mknod on gpu nodes; Slurm counts a gpu gres by its file
 # slurmd 22.05 refuses to start without a cgroup file system, even with proctrack/linuxproc and
 # task/none; a tmpfs at /sys/fs/cgroup passes as cgroup v1 and nothing is ever created in it.
-CGROUP_CONF = "CgroupPlugin=cgroup/v1\nCgroupAutomount=no\n"
+# (CgroupAutomount=no is the default, and Slurm 26.05 refuses the option as defunct.)
+CGROUP_CONF = "CgroupPlugin=cgroup/v1\n"
 COMMAND_TIMEOUT = 20   # seconds any slurm command run here may take (they hang while munge is down)
 
 
@@ -102,6 +102,7 @@ def slurm_conf(lab: Lab, cluster: SlurmCluster) -> str:
         "InactiveLimit=0",
         "MinJobAge=300",
         "KillWait=5",
+        "MessageTimeout=60",  # the lab's machine is shared and busy: Slurm's default 10 s times sbatch out
     ]
     for name in cluster.nodes:
         gres = " Gres=gpu:1" if name in cluster.gpu_nodes else ""
@@ -162,24 +163,19 @@ def mount_shared(lab: Lab, name: str, shared_dir: Path, mount_point: str) -> Non
     """Bind `shared_dir` of this machine at `mount_point` inside the running host (its own mount namespace)."""
     if lab.exec(name, f"mountpoint -q {shlex.quote(mount_point)}", check=False).returncode == 0:
         return
-    target = lab.rootfs(name) / mount_point.lstrip("/")
-    target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["nsenter", "--mount", f"--target={_init_pid(lab, name)}", "--",
-                           "mount", "--bind", str(shared_dir), str(target)],
-                          capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        raise LabError(f"lab host {name}: cannot bind {shared_dir} at {mount_point}: {done.stderr.strip()}")
+    try:
+        mounts.bind_into_host(shared_dir, _init_pid(lab, name), mount_point)
+    except LabError as exc:
+        raise LabError(f"lab host {name}: cannot bind {shared_dir} at {mount_point}: {exc}") from None
 
 
 def unmount_shared(lab: Lab, name: str, mount_point: str) -> None:
     """Undo mount_shared (a stopped host has nothing to undo)."""
     try:
-        pid = _init_pid(lab, name)
+        lab.exec(name, f"! mountpoint -q {shlex.quote(mount_point)} || umount --lazy {shlex.quote(mount_point)}",
+                 check=False)
     except LabError:
         return
-    target = lab.rootfs(name) / mount_point.lstrip("/")
-    subprocess.run(["nsenter", "--mount", f"--target={pid}", "--", "umount", "--lazy", str(target)],
-                   capture_output=True, timeout=30)
 
 
 # -- daemons -----------------------------------------------------------------------------------
