@@ -191,17 +191,34 @@ def _after_double_dash() -> list[str]:
     return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
 
 
-@task(iterable=["bind"], help={
+JOB_OPTION_HELP = {
+    "cpus_per_task": "sbatch --cpus-per-task", "nodes": "sbatch --nodes", "ntasks_per_node": "sbatch --ntasks-per-node",
+    "mem": "sbatch --mem, e.g. 16G", "account": "sbatch --account", "qos": "sbatch --qos",
+    "constraint": "sbatch --constraint", "no_requeue": "sbatch --no-requeue",
+}
+
+
+def _job_options(**given) -> dict:
+    """The job options given on the command line (defaults: the recipe's slurm:, the host's slurm_job_defaults)."""
+    return {key: value for key, value in given.items() if value not in (None, False)}
+
+
+# auto_shortflags off: with this many flags invoke would hand out "-" itself, and `--` would be read as a flag.
+@task(iterable=["bind"], auto_shortflags=False, help={
     "name": "recipe name (its NAME.sif in the host's sif_dir), a local .sif, or a path on the cluster",
     "host": "cluster login host", "partition": "Slurm partition", "gpus": "GPUs for the job (adds --nv)",
     "time": "time limit, e.g. 2:00:00", "bind": "SRC:DST to bind into the container; repeatable",
-    "inventory": "inventory directory"})
-def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, inventory=INVENTORY):
-    """sbatch `apptainer exec` of a shipped SIF through the bastion: invoke submit NAME HOST [...] -- CMD."""
+    "inventory": "inventory directory", **JOB_OPTION_HELP})
+def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, cpus_per_task=None, nodes=None,
+           ntasks_per_node=None, mem=None, account=None, qos=None, constraint=None, no_requeue=False,
+           inventory=INVENTORY):
+    """sbatch `apptainer exec` of a SIF on the cluster through the bastion: invoke submit NAME HOST [...] -- CMD."""
     from provision.cluster.jobs import submit as submit_job
 
+    chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
+                          account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
     result = _or_fail(lambda: submit_job(name, host, Path(inventory), partition, int(gpus) if gpus else None, time,
-                                             tuple(bind or ()), tuple(_after_double_dash())))
+                                         tuple(bind or ()), tuple(_after_double_dash()), options=chosen))
     console.print(result.summary())
 
 
@@ -223,17 +240,21 @@ def logs(c, job, host, follow=False, inventory=INVENTORY):
     console.print(f"job {result.job_id}: {result.state} ({result.output_path})", style="dim")
 
 
-@task(help={"name": "recipe whose start script serves the notebook", "host": "cluster login host",
-            "port": "port (default: the recipe's first port)", "stop": "stop it instead",
-            "on_node": "run it as a Slurm job on a compute node", "partition": "partition for --on-node",
-            "gpus": "GPUs for --on-node", "inventory": "inventory directory"})
-def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None, gpus=None, inventory=INVENTORY):
-    """Start a recipe's notebook as an Apptainer instance (or a job) and print the SSH tunnel to reach it."""
+@task(iterable=["bind"], help={
+    "name": "recipe name (its NAME.sif in sif_dir), or a .sif path on the cluster", "host": "cluster login host",
+    "port": "port (default: the recipe's first port); the command finds it in $NOTEBOOK_PORT",
+    "command": "command line to serve the notebook (default: the recipe's start: line)",
+    "bind": "SRC[:DST[:ro]] to bind into the container; repeatable", "stop": "stop it instead",
+    "on_node": "run it as a Slurm job on a compute node", "partition": "partition for --on-node",
+    "gpus": "GPUs for --on-node", "time": "time limit for --on-node, e.g. 4:00:00", "inventory": "inventory directory"})
+def notebook(c, name, host, port=None, command=None, bind=None, stop=False, on_node=False, partition=None, gpus=None,
+             time=None, inventory=INVENTORY):
+    """Start a notebook in a SIF (an Apptainer instance on the login host, or a job) and print the SSH tunnel to it."""
     from provision.cluster.notebook import notebook as run_notebook
 
     result = _or_fail(lambda: run_notebook(name, host, Path(inventory), int(port) if port else None, stop,
-                                               on_node=on_node, partition=partition,
-                                               gpus=int(gpus) if gpus else None))
+                                               command=command, on_node=on_node, partition=partition,
+                                               gpus=int(gpus) if gpus else None, time=time, binds=tuple(bind or ())))
     console.print(result.summary())
 
 

@@ -13,7 +13,8 @@ from provision.errors import RecipeError  # noqa: F401  (defined with the others
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent.parent / "images"
 FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "python_packages": list,
-          "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str}
+          "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str,
+          "slurm": dict}
 REQUIRED = ("name", "tag", "base", "gpu_architectures")
 
 
