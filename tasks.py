@@ -222,6 +222,24 @@ def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, cpus_
     console.print(result.summary())
 
 
+@task(auto_shortflags=False, help={
+    "source": "docker://REGISTRY/REPO:TAG, or a recipe name pushed earlier (its registry:)", "host": "cluster login host",
+    "name": "SIF name in the host's sif_dir (default as apptainer pull: REPO_TAG)",
+    "on_login": "pull on the login node instead of in a Slurm job", "no_wait": "submit the job and return",
+    "nohttps": "the registry speaks plain http", "partition": "Slurm partition", "time": "time limit for the job",
+    "inventory": "inventory directory", **JOB_OPTION_HELP})
+def pull(c, source, host, name=None, on_login=False, no_wait=False, nohttps=False, partition=None, time=None,
+         cpus_per_task=None, nodes=None, ntasks_per_node=None, mem=None, account=None, qos=None, constraint=None,
+         no_requeue=False, inventory=INVENTORY):
+    """apptainer pull on the cluster as a Slurm job (credentials on stdin of registry login first); records sha256."""
+    from provision.cluster.pull import pull as pull_sif
+
+    chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
+                          account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
+    console.print(_or_fail(lambda: pull_sif(source, host, Path(inventory), name, on_login, not no_wait, nohttps,
+                                            partition, time, chosen, on_line=_lines)).summary())
+
+
 @task(help={"host": "cluster login host", "inventory": "inventory directory"})
 def jobs(c, host, inventory=INVENTORY):
     """List your Slurm jobs on the cluster."""
@@ -259,4 +277,4 @@ def notebook(c, name, host, port=None, command=None, bind=None, stop=False, on_n
 
 
 namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
-                       notebook, lab)
+                       notebook, pull, lab)

@@ -137,13 +137,14 @@ def with_defaults(session: LoginSession, name: str, request: JobRequest, images_
                    setup=request.setup + job_options.job_setup(session.host.vars, host))
 
 
-def before_running(session: LoginSession, image: ClusterImage, request: JobRequest | None) -> None:
+def before_running(session: LoginSession, image: ClusterImage | None, request: JobRequest | None) -> None:
     """The one place where checks run before anything starts on the cluster (submit, notebook, shell, pull).
 
-    It raises ClusterError to refuse. Today it checks that the partition exists and Slurm answers;
-    a check of the cluster's GPUs and driver against the image belongs here too.
+    It raises ClusterError to refuse. Today it checks that the partition exists and Slurm answers
+    (when there is an image and a job); a check of the cluster's GPUs and driver against the image
+    (or, for pull, before the image exists: image None) belongs here too.
     """
-    if request is not None:
+    if image is not None and request is not None:
         check_partition(image, session.host.name, request.partition)
 
 

@@ -18,7 +18,7 @@ SLURM_TIMEOUT = 60                # seconds any one slurm command may take (they
 # stdin from /dev/null), so that no command in it can eat the rest of the script.
 _WRAP = "main() {{\n{body}\n}}\nmain \"$@\" </dev/null\n"
 
-_TILDE = r'''
+TILDE = _TILDE = r'''
 tilde() { case $1 in "~") echo "$HOME" ;; "~/"*) echo "$HOME/${1#"~/"}" ;; *) echo "$1" ;; esac; }
 '''
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from provision.lab import mounts, rootfs
 from provision.lab.aptcache import PROXY_URL
-from provision.lab.commands import LabError
+from provision.lab.commands import LabError, run
 from provision.lab.host import MachineDir, init_pid
 from provision.lab.lab import Lab
 
@@ -106,7 +106,7 @@ def slurm_conf(lab: Lab, cluster: SlurmCluster) -> str:
     ]
     for name in cluster.nodes:
         gres = " Gres=gpu:1" if name in cluster.gpu_nodes else ""
-        lines.append(f"NodeName={name} NodeAddr={lab.host(name).address} CPUs=1 RealMemory=256{gres} State=UNKNOWN")
+        lines.append(f"NodeName={name} NodeAddr={lab.host(name).address} CPUs=2 RealMemory=256{gres} State=UNKNOWN")
     for part in cluster.partitions or default_partitions(cluster.nodes):
         default = " Default=YES" if part.default else ""
         lines.append(f"PartitionName={part.name} Nodes={','.join(part.nodes)} MaxTime={part.max_time}{default} State=UP")
@@ -167,6 +167,16 @@ def mount_shared(lab: Lab, name: str, shared_dir: Path, mount_point: str) -> Non
         mounts.bind_into_host(shared_dir, _init_pid(lab, name), mount_point)
     except LabError as exc:
         raise LabError(f"lab host {name}: cannot bind {shared_dir} at {mount_point}: {exc}") from None
+
+
+def share_home(lab: Lab, cluster: SlurmCluster, home_dir: Path) -> None:
+    """One /home for every host of the cluster, as clusters share home directories: the login host's
+    /home copied (owners kept) into `home_dir` of this machine once, bound at /home in each host."""
+    if not home_dir.exists():
+        home_dir.parent.mkdir(parents=True, exist_ok=True)
+        run(["cp", "-a", str(lab.rootfs(cluster.login) / "home"), str(home_dir)], what="copying the login host's /home")
+    for name in cluster.hosts:
+        mount_shared(lab, name, home_dir, "/home")
 
 
 def unmount_shared(lab: Lab, name: str, mount_point: str) -> None:
@@ -254,3 +264,4 @@ def stop_cluster(lab: Lab, cluster: SlurmCluster) -> None:
         except LabError:
             continue
         unmount_shared(lab, name, cluster.mount_point)
+        unmount_shared(lab, name, "/home")  # when share_home bound it
