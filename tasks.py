@@ -240,6 +240,25 @@ def pull(c, source, host, name=None, on_login=False, no_wait=False, nohttps=Fals
                                             partition, time, chosen, on_line=_lines)).summary())
 
 
+@task(iterable=["bind"], auto_shortflags=False, help={
+    "name": "recipe name (its NAME.sif in sif_dir), a local .sif, or a path on the cluster", "host": "cluster login host",
+    "on_login": "on the login node instead of a compute node (srun --pty)", "partition": "Slurm partition",
+    "gpus": "GPUs (the SIF always runs with --nv)", "time": "time limit", "bind": "SRC[:DST[:ro]]; repeatable",
+    "inventory": "inventory directory", **JOB_OPTION_HELP})
+def shell(c, name, host, on_login=False, partition=None, gpus=None, time=None, bind=None, cpus_per_task=None,
+          nodes=None, ntasks_per_node=None, mem=None, account=None, qos=None, constraint=None, no_requeue=False,
+          inventory=INVENTORY):
+    """A shell in the SIF on a compute node (or the login node) on a real terminal: invoke shell NAME HOST [-- CMD]."""
+    from provision.cluster.shell import shell as run_shell
+
+    chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
+                          account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
+    status = _or_fail(lambda: run_shell(name, host, Path(inventory), tuple(_after_double_dash()), not on_login,
+                                        partition, gpus, time, tuple(bind or ()), chosen))
+    if status:
+        raise Exit(code=status)
+
+
 @task(help={"host": "cluster login host", "inventory": "inventory directory"})
 def jobs(c, host, inventory=INVENTORY):
     """List your Slurm jobs on the cluster."""
@@ -277,4 +296,4 @@ def notebook(c, name, host, port=None, command=None, bind=None, stop=False, on_n
 
 
 namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
-                       notebook, pull, lab)
+                       notebook, pull, shell, lab)

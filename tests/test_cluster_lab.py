@@ -319,3 +319,15 @@ def test_pull_from_the_password_protected_registry_as_a_job_keeps_the_password_o
     out: list[str] = []
     logs(submitted.job_id, LOGIN, inventory, follow=True, on_line=out.append, poll=0.5)
     assert any(line.startswith("inside=pulled-image") and line.endswith("args=pulled") for line in out), out
+
+
+def test_shell_runs_a_command_on_a_terminal_on_a_compute_host_and_returns_its_status(cluster, inventory, tiny_sif,
+                                                                                    tmp_path):
+    from provision.cluster.shell import shell
+    out = tmp_path / "out"
+    with open(out, "wb") as sink:
+        status = shell("tiny", LOGIN, inventory, ["sh", "-c", "test -t 0 && test -t 1 && echo tty=yes host=$(hostname); "
+                                                              "exit 7"],
+                       partition="short", stdin=subprocess.DEVNULL, stdout=sink)
+    assert status == 7
+    assert f"tty=yes host={NODES[0]}" in out.read_text(errors="replace")

@@ -71,3 +71,18 @@ def test_submit_takes_options_from_flags_recipe_and_host_into_the_job_script(tmp
     with pytest.raises(ClusterError, match="slurm: unknown Slurm option 'ram'"):
         (images / "tiny" / "recipe.yml").write_text("name: tiny\nslurm: {ram: 8G}\n")
         submit("tiny", "hpc", inventory, command=["true"], images_dir=images)
+
+
+def test_shell_runs_job_setup_then_apptainer_under_srun_pty_on_a_node():
+    from provision.cluster.shell import remote_command
+    request = JobRequest("gpu", 1, "1:00:00", ("/data:/data",), ("shell",), "shell", True,
+                         ("--cpus-per-task=2",), ("module load apptainer",))
+    line = remote_command("/c/it's.sif", request, True, ["python", "-c", "print(1)"])
+    words = __import__("shlex").split(line)
+    assert words[:2] == ["sh", "-c"] and words[2].startswith("module load apptainer\nruntime=$(command -v apptainer")
+    assert words[2].endswith("exec srun --pty --job-name=shell --partition=gpu --gpus=1 --time=1:00:00 "
+                             "--cpus-per-task=2 \"$runtime\" exec --nv --bind /data:/data '/c/it'\"'\"'s.sif' "
+                             "python -c 'print(1)'")
+    assert subprocess.run(["sh", "-n", "-c", words[2]]).returncode == 0
+    on_login = __import__("shlex").split(remote_command("/c/x.sif", request, False, []))[2]
+    assert on_login.endswith('exec "$runtime" shell --nv --bind /data:/data /c/x.sif') and "srun" not in on_login
