@@ -152,9 +152,13 @@ def push(c, name, on, registry=None, inventory=INVENTORY):
     _or_fail(body)
 
 
-@task(help={"name": "recipe in images/NAME/", "on": "builder host", "from_registry": "build from this registry (docker://) instead of the docker daemon",
-            "inventory": "inventory directory"})
-def sif(c, name, on, from_registry=None, inventory=INVENTORY):
+@task(auto_shortflags=False, help={
+    "name": "recipe in images/NAME/", "on": "builder host",
+    "from_": "docker-daemon (the image invoke build made), registry (--from-registry) or def (apptainer.def.j2); "
+             "default: registry with --from-registry, else docker-daemon, else def",
+    "from_registry": "registry holding NAME:TAG (pushed earlier); with --from def the definition bootstraps from it",
+    "nohttps": "the registry speaks plain http", "inventory": "inventory directory"})
+def sif(c, name, on, from_=None, from_registry=None, nohttps=False, inventory=INVENTORY):
     """Build ~/provision-build/NAME.sif on the builder with apptainer (room checked first)."""
     from provision.pipeline.recipes import load_recipe
     from provision.pipeline.remote import Remote
@@ -162,7 +166,8 @@ def sif(c, name, on, from_registry=None, inventory=INVENTORY):
 
     def body():
         with Remote(Path(inventory), on) as remote:
-            console.print(f"built {on}:{build_sif(load_recipe(name), remote, from_registry, _lines)}")
+            path = build_sif(load_recipe(name), remote, from_registry, _lines, from_, nohttps)
+            console.print(f"built {on}:{path}")
     _or_fail(body)
 
 
