@@ -281,15 +281,22 @@ def _argv_sampler(password: str, stop: threading.Event, seen: list[str], samples
         samples[0] += 1
 
 
-def test_pull_from_the_password_protected_registry_as_a_job_keeps_the_password_out_of_sight(
-        cluster, inventory, registry, tiny_sif, monkeypatch):
+@pytest.fixture(scope="module")
+def pushed(cluster, registry) -> str:
+    """lab/pulled:1 in the lab registry: busybox, /etc/image-id and `where` (pushed with the registry's API)."""
     from tests.oci_push import push_image
-    lab, made = cluster
+    lab, _ = cluster
     busybox = (lab.rootfs(LOGIN) / "bin/busybox").read_bytes()
     push_image(registry, PULL_USER, PULL_PASSWORD, "lab/pulled", "1",
                {"bin/busybox": (busybox, 0o755), "etc/image-id": (b"pulled-image\n", 0o644),
                 "usr/local/bin/where": (WHERE_SCRIPT.encode(), 0o755)},
-               {f"bin/{tool}": "busybox" for tool in ("sh", "cat", "hostname", "echo")}, ["where"])
+               {f"bin/{tool}": "busybox" for tool in ("sh", "cat", "hostname", "echo", "httpd", "chmod")}, ["where"])
+    return f"{registry}/lab/pulled:1"
+
+
+def test_pull_from_the_password_protected_registry_as_a_job_keeps_the_password_out_of_sight(
+        cluster, inventory, registry, pushed, tiny_sif, monkeypatch):
+    lab, made = cluster
     monkeypatch.setenv("LAB_PULL_PASSWORD", PULL_PASSWORD)
     stop, seen, samples = threading.Event(), [], [0]
     sampler = threading.Thread(target=_argv_sampler, args=(PULL_PASSWORD, stop, seen, samples))
@@ -331,3 +338,47 @@ def test_shell_runs_a_command_on_a_terminal_on_a_compute_host_and_returns_its_st
                        partition="short", stdin=subprocess.DEVNULL, stdout=sink)
     assert status == 7
     assert f"tty=yes host={NODES[0]}" in out.read_text(errors="replace")
+
+
+def test_a_recipe_with_only_a_definition_builds_with_apptainer_and_its_notebook_listens(
+        cluster, inventory, pushed, tmp_path, monkeypatch):
+    from provision.pipeline.recipes import load_recipe
+    from provision.pipeline.remote import Remote
+    from provision.pipeline.sif import build_sif
+    from tests.helpers import write
+    lab, _ = cluster
+    monkeypatch.setenv("LAB_PULL_PASSWORD", PULL_PASSWORD)
+    write(tmp_path / "defnb" / "recipe.yml", f"""
+        name: defnb
+        tag: "1"
+        base: {pushed}
+        gpu_architectures: [volta]
+        files: {{serve.sh: /usr/local/bin/serve}}
+        ports: [{PORT + 2}]
+        start: sh /usr/local/bin/serve
+    """)
+    write(tmp_path / "defnb" / "serve.sh", '#!/bin/sh\nexec httpd -f -p "$NOTEBOOK_PORT"\n')
+    write(tmp_path / "defnb" / "apptainer.def.j2", """
+        Bootstrap: {{ bootstrap }}
+        From: {{ bootstrap_from }}
+
+        %files
+        {% for src, dest in files.items() %}
+            {{ src }} {{ dest }}
+        {% endfor %}
+
+        %runscript
+            exec {{ start }}
+    """)
+    with Remote(inventory, LOGIN) as remote:  # the login host has Apptainer: the definition needs no docker
+        path = build_sif(load_recipe("defnb", tmp_path), remote, nohttps=True)
+    assert path == "/home/ubuntu/provision-build/defnb.sif"
+    deffile = lab.exec(LOGIN, f"apptainer inspect --deffile {path}").stdout
+    assert f"From: {pushed}" in deffile and "/usr/local/bin/serve" in deffile
+    started = notebook(path, LOGIN, inventory, port=PORT + 2, command="sh /usr/local/bin/serve", images_dir=tmp_path,
+                       ready_timeout=60)
+    try:
+        assert listening(lab, LOGIN, PORT + 2), started
+    finally:
+        notebook(path, LOGIN, inventory, stop=True, images_dir=tmp_path)
+    assert not listening(lab, LOGIN, PORT + 2)

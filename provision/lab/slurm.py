@@ -1,6 +1,8 @@
 """A real Slurm cluster out of lab hosts: munge, slurmctld on a login host, slurmd on compute hosts, one shared directory.
 
-Debian's slurm-wlm and munge, started by hand (the hosts have no systemd): munged first, then
+Made of hosts of the lab's Apptainer flavour (Lab.up(..., flavour=rootfs.APPTAINER_FLAVOUR): Debian
+sid with the vendor's Apptainer, which jobs run unprivileged). Debian's slurm-wlm and munge, started
+by hand (the hosts have no systemd): munged first, then
 slurmctld -D on the login host and slurmd -D -N NODE on each compute host. A directory of this
 machine is bound into every host at the same path, as the cluster file system. Every wait is
 bounded: with munged down, every slurm command hangs retrying.
@@ -128,26 +130,6 @@ def install_packages(lab: Lab, name: str, packages: tuple[str, ...] = PACKAGES) 
     lab.exec(name, f"have=$(dpkg-query -W -f '${{Status}}\\n' {wanted} 2>/dev/null | grep -c 'install ok installed'); "
                    f"[ \"$have\" = {len(packages)} ] || {{ {APT} update >/dev/null && "
                    f"DEBIAN_FRONTEND=noninteractive {APT} install -y --no-install-recommends {wanted} >/dev/null; }}")
-
-
-# Lab hosts are chroots, and the kernel refuses a user namespace to a chrooted process, so the
-# Apptainer stand-in cannot run unprivileged there. Sites install Apptainer setuid for the same
-# reason; this shim plays the setuid starter with the lab user's sudo (commands run as root).
-APPTAINER_SHIM_PATH = "/usr/local/bin/apptainer"
-APPTAINER_SHIM = """#!/bin/sh
-# LAB STAND-IN for Apptainer's setuid starter (written by provision/lab/slurm.py): a lab host is a
-# chroot, where the kernel refuses the user namespace an unprivileged run needs; run it as root.
-[ "$(id -u)" = 0 ] && exec /usr/bin/apptainer "$@"
-exec sudo -n --preserve-env=HOME,NOTEBOOK_PORT,SLURM_JOB_ID /usr/bin/apptainer "$@"
-"""
-
-
-def install_apptainer_shim(lab: Lab, name: str) -> None:
-    """Put APPTAINER_SHIM before the stand-in on PATH (the host's apptainer package must be installed)."""
-    target = lab.rootfs(name) / APPTAINER_SHIM_PATH.lstrip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(APPTAINER_SHIM)
-    target.chmod(0o755)
 
 
 # -- the shared directory ----------------------------------------------------------------------
