@@ -7,6 +7,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 from rich.console import Console
+from rich.markup import escape
 
 from provision.errors import ProvisionError
 from provision.lab.invoke_tasks import lab
@@ -14,11 +15,11 @@ from provision.lab.invoke_tasks import lab
 # Each task imports what it uses when it runs: `invoke provision` starts without the pipeline's modules.
 
 INVENTORY = "hosts"
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _fail(exc: ProvisionError) -> Exit:
-    console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+    console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
     return Exit(code=2)
 
 
@@ -32,22 +33,29 @@ def _fail(exc: ProvisionError) -> Exit:
         "diff": "show unified diffs of file-like steps",
         "extra": "variable key=value (value read as YAML) or @file.yml; repeatable; wins over the inventory",
         "json": "write a JSON report to this file",
-        "parallel": "hosts at once (default 10)",
+        "parallel": "hosts at once (default 50, at most 500); a pool of that many threads works through the hosts",
         "inventory": "inventory directory or file (default hosts/)",
         "accept_new": "record unknown host keys in the inventory's known_hosts instead of refusing them",
         "connect_timeout": "seconds to wait for a connection (default 15)",
+        "connect_retries": "more attempts, with backoff, when a connect fails for a passing reason (no route, refused, "
+                           "reset, timed out; default 2, 0 for none); a host's connect_retries variable wins",
     },
 )
-def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=10,
-              inventory=INVENTORY, accept_new=False, connect_timeout=15):
+def provision(c, host=None, group=None, roles=None, check=False, diff=False, extra=None, json=None, parallel=None,
+              inventory=INVENTORY, accept_new=False, connect_timeout=None, connect_retries=None):
     """Converge hosts to their roles: one script per host over one SSH session; idempotent."""
     from provision import cli
     from provision.connection import Timeouts
+    from provision.retry import check_retries
     from provision.runner import RunOptions
 
     try:
-        options = RunOptions(check=check, diff=diff, accept_new=accept_new, parallel=int(parallel),
-                             timeouts=Timeouts(connect=float(connect_timeout)), extra=cli.parse_extra(extra))
+        timeouts = Timeouts(connect=cli.number_option(connect_timeout or 15, "--connect-timeout", 0.1, whole=False),
+                            connect_retries=check_retries(2 if connect_retries is None else connect_retries,
+                                                          "--connect-retries"))
+        options = RunOptions(check=check, diff=diff, accept_new=accept_new,
+                             parallel=cli.number_option(parallel or 50, "--parallel"),
+                             timeouts=timeouts, extra=cli.parse_extra(extra))
         results = cli.provision(Path(inventory), host, group, roles, options, json, console)
     except ProvisionError as exc:
         raise _fail(exc) from None
@@ -85,6 +93,20 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
     console.print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
 
 
+@task(iterable=["extra"], help={"roles": "roles for the check-mode run, comma-separated (default: the builder's)",
+                                "save": "directory to keep nvidia-smi's raw outputs in (real captures for fixtures)",
+                                "json": "write the check-mode run's report here", "extra": "variable key=value"})
+def gpucheck(c, roles=None, save=None, json=None, extra=None):
+    """On a machine with an NVIDIA GPU: facts, preflight, nvidia-smi's parsers and a check-mode builder run, here."""
+    from provision import cli
+    from provision.gpu.machine_check import BUILDER_ROLES, gpu_check
+
+    names = roles.split(",") if roles else list(BUILDER_ROLES)
+    checks = _or_fail(lambda: gpu_check(console, names, cli.parse_extra(extra), Path(save) if save else None, json))
+    if any(check.ok is False for check in checks):
+        raise Exit(code=1)
+
+
 @task(iterable=["extra"], help={
     "host": "host name from the inventory (its declared_facts say what the instance will be)",
     "roles": "roles to apply, comma-separated (default: the host's roles variable)",
@@ -105,6 +127,22 @@ def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_
     target.write_bytes(data.body)
     console.print(f"{target}: {len(data.body):,} bytes of EC2's 16,384 ({data.budget_left:,} left); "
                   f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
+
+
+@task(name="inventory", help={"list": "every group and host with merged vars, as ansible-inventory --list prints them",
+                              "host": "one host's merged variables (secrets shown as ***)",
+                              "graph": "the group tree with its hosts", "group": "the group --graph starts at (default all)",
+                              "inventory": "inventory directory or file (default hosts/)"})
+def inventory_task(c, list=False, host=None, graph=False, group="all", inventory=INVENTORY):
+    """Show the inventory as Ansible reads it: --list (JSON), --host NAME, or --graph."""
+    from provision.inventory import load_inventory
+    from provision.inventory_view import dump, graph as group_tree, host_view, inventory_list
+
+    if not (list or host or graph):
+        raise _fail(ProvisionError("say what to show: --list, --host NAME or --graph"))
+    loaded = _or_fail(lambda: load_inventory(Path(inventory)))
+    print(_or_fail(lambda: dump(host_view(loaded, host)) if host else group_tree(loaded, group) if graph
+                   else dump(inventory_list(loaded))))
 
 
 def _lines(line: str) -> None:
@@ -133,13 +171,14 @@ def build(c, name, on, inventory=INVENTORY):
     _or_fail(body)
 
 
-@task(help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
-            "registry": "registry host (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com, nvcr.io/ORG, HOST:PORT)",
+@task(iterable=["tag"], help={"name": "recipe in images/NAME/", "on": "builder host holding the image",
+            "registry": "registry (docker.io/USER, ACCOUNT.dkr.ecr.REGION.amazonaws.com[/PATH], nvcr.io/ORG, HOST:PORT[/PATH])",
+            "tag": "another tag to push besides the recipe's (e.g. latest); repeatable",
             "inventory": "inventory directory"})
-def push(c, name, on, registry=None, inventory=INVENTORY):
-    """Tag and push a built image; logins take the password on stdin (registry_logins of the builder)."""
+def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
+    """Tag and push a built image; logins found by registry host (registry_logins of the builder), password on stdin."""
     from provision.pipeline.recipes import load_recipe
-    from provision.pipeline.registry import push as image_push
+    from provision.pipeline.registry import check_push, push as image_push
     from provision.pipeline.remote import Remote
 
     def body():
@@ -147,8 +186,9 @@ def push(c, name, on, registry=None, inventory=INVENTORY):
         target = registry or recipe.values.get("registry")
         if not target:
             raise ProvisionError(f"push {name}: name a registry (--registry) or set registry: in images/{name}/recipe.yml")
+        check_push(target, list(tag or []))
         with Remote(Path(inventory), on) as remote:
-            console.print(f"pushed {image_push(recipe, remote, target, _lines)}")
+            console.print(f"pushed {', '.join(image_push(recipe, remote, target, _lines, list(tag or [])))}")
     _or_fail(body)
 
 
@@ -172,12 +212,18 @@ def sif(c, name, on, from_=None, from_registry=None, nohttps=False, inventory=IN
 
 
 @task(name="ship", help={"file": "a local file, or BUILDER:PATH to stream from a builder", "host": "destination host",
-                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory"})
-def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY):
+                         "dest_dir": "directory there (default: the host's sif_dir)", "inventory": "inventory directory",
+                         "connect_retries": "more attempts when ssh fails to connect for a passing reason (default 2, 0 for none)"})
+def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY, connect_retries=2):
     """Carry a file (a .sif) to a host through its bastion: resumable, sha256-verified, renamed only when whole."""
+    from provision.retry import check_retries
     from provision.ship import ship
+    from provision.transfer.openssh import SshOptions
 
-    console.print(_or_fail(lambda: ship(file, host, Path(inventory), dest_dir, console=console)).summary())
+    def body():
+        options = SshOptions(connect_retries=check_retries(connect_retries, "--connect-retries"))
+        return ship(file, host, Path(inventory), dest_dir, console=console, options=options)
+    console.print(_or_fail(body).summary())
 
 
 @task(help={"name": "recipe in images/NAME/", "builder": "builder host", "to": "cluster host to ship the SIF to",
@@ -300,5 +346,5 @@ def notebook(c, name, host, port=None, command=None, bind=None, stop=False, on_n
     console.print(result.summary())
 
 
-namespace = Collection(provision, facts, preflight, userdata, build, push, sif, ship_task, pipeline, submit, jobs, logs,
-                       notebook, pull, shell, lab)
+namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, build, push, sif, ship_task, pipeline,
+                       submit, jobs, logs, notebook, pull, shell, lab)

@@ -118,6 +118,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         lab.exec(HOST, f"rm -rf {REMOTE_DIR}", check=False)
     print_table(rows)
+    full = next(seconds for what, seconds, _ in rows if what.startswith("ship (sha256"))
+    resumed = rows[-1]
+    print(f"\nresume / full ship: {resumed[1] / full:.2f} with {resumed[2] / size:.0%} missing "
+          f"(target: at most 0.6 with about half missing)")
     if args.json:
         args.json.write_text(json.dumps([{"what": w, "seconds": s, "bytes": b} for w, s, b in rows], indent=1))
 
@@ -154,6 +158,7 @@ def resume_after_cut(lab: Lab, host, run_ship, size: int, sha: str) -> tuple[str
     lab.cut_link(HOST)
     thread.join()
     lab.restore_link(HOST)
+    lab.wait_for_ssh(HOST)  # time the resume, not the link coming back (ship would retry through that too)
     if "error" not in failed:
         raise SystemExit("the cut did not interrupt the ship (it finished first)")
     rest = run_ship()

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from provision.compiler import plan_host
@@ -16,10 +15,13 @@ from provision.gpu.preflight import decide
 from provision.inventory import Host, Inventory, load_inventory
 from provision.report import LiveView, print_errors, print_verifications, summary_table, write_json
 from provision.results import HostResult
-from provision.roles import Role, check_variable_names, load_roles
-from provision.runner import RunOptions, gather_facts, run_hosts
+from provision.roles import Role, RoleLibrary, check_variable_names, load_roles
+from provision.retry import RetryPolicy, policy_for
+from provision.runner import MAX_PARALLEL, RunOptions, gather_facts, run_hosts
 from provision.secrets import resolve_secrets
 from provision.userdata import UserData, render_userdata
+from provision.values import LocatedStr
+from provision.yamlfile import load_yaml, parse_yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
 ROLES_DIR = PROJECT / "roles"
@@ -30,7 +32,7 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for item in items or []:
         if item.startswith("@"):
-            data = yaml.safe_load(Path(item[1:]).read_text()) or {}
+            data = load_yaml(Path(item[1:]), ProvisionError) or {}
             if not isinstance(data, dict):
                 raise ProvisionError(f"-e {item}: the file must hold a mapping")
             extra.update(data)
@@ -38,8 +40,30 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ProvisionError(f"-e {item!r}: expected key=value")
-        extra[key.strip()] = yaml.safe_load(value) if value else ""
+        extra[key.strip()] = _from_command_line(parse_yaml(value, f"-e {key.strip()}", ProvisionError)) if value else ""
     return extra
+
+
+def _from_command_line(value: Any) -> Any:
+    """A -e value whose strings say they came from -e (an error then names it, not a file line)."""
+    if isinstance(value, LocatedStr):
+        return LocatedStr(value, "-e")
+    if isinstance(value, list):
+        return [_from_command_line(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _from_command_line(item) for key, item in value.items()}
+    return value
+
+
+def number_option(value: Any, option: str, least: float = 1, whole: bool = True) -> float:
+    """A numeric command-line option, refused in one line unless a (whole) number of at least `least`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number >= least or (whole and not number.is_integer()):
+        raise ProvisionError(f"{option} must be a {'whole ' if whole else ''}number of at least {least:g}, got {value!r}")
+    return int(number) if whole else number
 
 
 def roles_for(host: Host, roles_option: str | None) -> list[str]:
@@ -59,10 +83,12 @@ def prepare(inventory_path: Path, host: str | None, group: str | None, roles_opt
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(host, group)
     check_variable_names(roles_dir, extra, "-e")
+    library = RoleLibrary(roles_dir)  # each role read once, however many hosts use it
     prepared = []
     for h in hosts:
         check_variable_names(roles_dir, h.vars, f"inventory, host {h.name}")
-        roles = load_roles(roles_dir, roles_for(h, roles_option))
+        policy_for(h, RetryPolicy())  # a malformed connect_retries is refused now, not at connect time
+        roles = library.load(roles_for(h, roles_option))
         checked = Host(h.name, resolve_secrets(h.vars, h.name), h.groups)
         plan_host(roles, checked, resolve_secrets(extra, h.name), EXAMPLE_FACTS, validating=True)
         prepared.append((h, roles))
@@ -73,6 +99,8 @@ def provision(inventory_path: Path, host: str | None, group: str | None, roles_o
               options: RunOptions, json_path: str | None, console: Console,
               roles_dir: Path = ROLES_DIR) -> dict[str, HostResult]:
     """Provision the selected hosts; returns each host's result (the caller sets the exit status)."""
+    if not 1 <= options.parallel <= MAX_PARALLEL:
+        raise ProvisionError(f"--parallel {options.parallel}: hosts at once must be from 1 to {MAX_PARALLEL}")
     inventory, prepared = prepare(inventory_path, host, group, roles_option, options.extra, roles_dir)
     with LiveView(console, [h.name for h, _ in prepared]) as view:
         results = run_hosts(prepared, inventory, options, view.event)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextvars
 import importlib.resources
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,12 +10,16 @@ from typing import Any
 from provision.errors import RoleError
 from provision.gpu.plan import NvidiaView
 from provision.inventory import Host
-from provision.ops import OpContext, Step
+from provision.ops import OPERATIONS, OpContext, Step
 from provision.roles import Role, Task, find_handler
 from provision.secrets import Secret, resolve_secrets, secret_shell_name
-from provision.templating import evaluate, make_environment, render_file, render_value, resolve_variables
+from provision.templating import evaluate, render_file, render_value, resolve_variables, shared_environment
+from provision.values import check_variables, one_line
 
 DEFAULT_APT_LOCK_TIMEOUT = 600
+# The host being planned in this thread and the secrets its script needs: the shared environment's
+# secret_var filter records into it (environments are shared by all hosts of a run, filters are not per host).
+_SECRET_SINK: contextvars.ContextVar[tuple[dict, str]] = contextvars.ContextVar("provision_secret_sink")
 
 
 @dataclass
@@ -65,17 +70,38 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     preflight then decides for the example GPU with no request. `secrets_at_boot` (user-data)
     leaves SSM references to be read on the host.
     """
-    env = make_environment([role.path / "templates" for role in roles])
+    env = role_environment(roles)
     secrets: dict[str, Secret] = {}
-    env.filters["secret_var"] = lambda value: _secret_var(value, secrets, host.name)
+    token = _SECRET_SINK.set((secrets, host.name))
+    try:
+        return _plan(roles, host, extra, facts, validating, secrets_at_boot, env, secrets)
+    finally:
+        _SECRET_SINK.reset(token)
+
+
+def role_environment(roles: list[Role]):
+    """The jinja2 environment for these roles' templates, shared across hosts and compiled once per run."""
+    env = shared_environment(tuple(role.templates_dir for role in roles))
+    if "secret_var" not in env.filters:
+        env.filters["secret_var"] = lambda value: _secret_var(value, *_SECRET_SINK.get())
+    return env
+
+
+def _plan(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[str, Any], validating: bool,
+          secrets_at_boot: bool, env, secrets: dict[str, Secret]) -> Plan:
     merged = resolve_secrets(host_variables(roles, host, extra), host.name, fetch_ssm=not (validating or secrets_at_boot))
     base = {"facts": facts, "inventory_hostname": host.name, "connection_user": host.user or facts.get("user", "root"),
             "nvidia": NvidiaView(facts, {} if validating else merged)}
     variables = resolve_variables(env, merged, base, host.name)
+    check_variables(variables, {k: v for role in roles for k, v in role.kinds.items()}, f"host {host.name}", RoleError)
     context = {**variables, **base}
     steps: list[PlannedStep] = []
     handlers: dict[str, PlannedStep] = {}
     next_id = 1
+    if _uses_apt(roles):
+        repair = Task("dpkg", "repair an interrupted dpkg before any apt step", OPERATIONS["dpkg_repair"], {}, "(built in)")
+        steps.append(PlannedStep(next_id, repair, repair.op.build({}, OpContext(facts, repair.where, str))))
+        next_id += 1
     for role in roles:
         for task in role.tasks:
             if task.when is not None and not evaluate(env, task.when, context, task.where):
@@ -97,6 +123,17 @@ def plan_host(roles: list[Role], host: Host, extra: dict[str, Any], facts: dict[
     timeout = int(variables.get("apt_lock_timeout", DEFAULT_APT_LOCK_TIMEOUT))
     known = [value for value in merged.values() if isinstance(value, Secret)]
     return Plan(host.name, [r.name for r in roles], steps, handler_steps, secrets, timeout, known)
+
+
+APT_OPERATIONS = {"apt_packages", "apt_repo", "dpkg_repair"}
+
+
+def _uses_apt(roles: list[Role]) -> bool:
+    """Whether any task (or handler) may run apt: an apt operation, or raw shell that calls it."""
+    for task in (t for role in roles for t in role.tasks + role.handlers):
+        if task.op.name in APT_OPERATIONS or any(word in str(task.args) for word in ("prov_apt", "apt-get", "dpkg -i")):
+            return True
+    return False
 
 
 def _role_of(roles: list[Role], task: Task) -> Role:
@@ -159,7 +196,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
     prelude = importlib.resources.files("provision").joinpath("prelude.sh").read_text()
     parts = [
         "#!/bin/sh",
-        f"# provision: host {plan.host}, roles {', '.join(plan.roles)}",
+        f"# provision: host {one_line(plan.host)}, roles {one_line(', '.join(plan.roles))}",
         "# SC2317: step functions are called by name; SC2016: quoted literals such as $(ARCH) are apt's;",
         "# SC2043: loops over a list that may hold one item.",
         "# shellcheck disable=SC2317,SC2016,SC2043",
@@ -175,7 +212,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
     for planned in plan.steps + plan.handlers:
         if planned.step.control == "flush":
             continue
-        parts.append(f"# {planned.id}: {planned.label.replace(chr(10), ' ')}")
+        parts.append(f"# {planned.id}: {one_line(planned.label)}")
         parts.append(_function(f"s{planned.id}_check", planned.step.check))
         parts.append(_function(f"s{planned.id}_apply", planned.step.apply))
         if planned.step.path:

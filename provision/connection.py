@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import os
+import re
+import shlex
 import socket
 import subprocess
 import threading
@@ -15,8 +18,10 @@ from typing import Callable
 import fabric
 import paramiko
 
-from provision.errors import ConnectError, HostKeyError
+from provision.errors import ConnectError, HostKeyError, TransientConnectError
 from provision.inventory import Host, Inventory
+from provision.secrets import Secret
+from provision.retry import DEFAULT_RETRIES, RetryPolicy, policy_for, transient_socket_error, with_retries
 
 LineHandler = Callable[[str], None]
 
@@ -29,6 +34,8 @@ class Timeouts:
     command: float = 3600.0
     keepalive_interval: float = 3.0
     keepalive_timeout: float = 12.0
+    connect_retries: int = DEFAULT_RETRIES  # more attempts for a connect that fails for a passing reason
+    retry_backoff: float = 1.0              # seconds before the first retry; doubles each time
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -89,6 +96,7 @@ class SSHTransport:
     def __init__(self, host: Host, inventory: Inventory, accept_new: bool = False, timeouts: Timeouts = Timeouts()):
         self.host, self.inventory, self.accept_new, self.timeouts = host, inventory, accept_new, timeouts
         self.exec_count = 0
+        self.on_retry: Callable[[str], None] | None = None  # told of each retry (the live view shows it)
         self._conn: fabric.Connection | None = None
         self._watch: LinkWatch | None = None
 
@@ -98,26 +106,50 @@ class SSHTransport:
         return f"{self.host.name} ({self.host.address}{port})"
 
     def open(self) -> None:
-        """Connect (through the gateway when there is one), checking the host key."""
+        """Connect (through the gateway when there is one), checking the host key; retry what may pass."""
+        policy = policy_for(self.host, RetryPolicy(self.timeouts.connect_retries, self.timeouts.retry_backoff))
+        with_retries(self._open_once, policy, self._retrying)
+
+    def _retrying(self, attempt: int, delay: float, exc: Exception) -> None:
+        if self.on_retry:
+            self.on_retry(f"connect attempt {attempt} failed, again in {delay:g}s: {str(exc).split(': ', 1)[-1][:80]}")
+
+    def _open_once(self) -> None:
         self._conn = _connection(self.host, self.inventory, self.accept_new, self.timeouts)
         try:
             self._conn.open()
-        except HostKeyError:
-            raise
-        except paramiko.BadHostKeyException as exc:
-            raise HostKeyError(
-                f"{self.label}: host key CHANGED: got {exc.key.get_name()} {fingerprint(exc.key)}, "
-                f"known_hosts has {fingerprint(exc.expected_key)}; remove the old line if the host was rebuilt"
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            raise ConnectError(f"{self.label}: authentication failed for user {self._conn.user}: {exc}") from None
-        except (socket.timeout, TimeoutError):
-            raise ConnectError(f"{self.label}: connection timed out after {self.timeouts.connect:g}s") from None
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise ConnectError(f"{self.label}: cannot connect: {exc or type(exc).__name__}") from None
+        except BaseException as exc:
+            error = self._connect_error(exc)
+            self.close()
+            raise error from None
         transport = self._conn.client.get_transport()
         self._watch = LinkWatch(transport, self.timeouts)
         self._watch.start()
+
+    def _connect_error(self, exc: BaseException) -> BaseException:
+        """The error a failed connect becomes: TransientConnectError when it may pass, never for keys or auth."""
+        try:
+            raise exc
+        except HostKeyError:
+            return exc
+        except paramiko.BadHostKeyException as exc:
+            return HostKeyError(
+                f"{self.label}: host key CHANGED: got {exc.key.get_name()} {fingerprint(exc.key)}, "
+                f"known_hosts has {fingerprint(exc.expected_key)}; remove the old line if the host was rebuilt")
+        except paramiko.AuthenticationException as exc:
+            return ConnectError(f"{self.label}: authentication failed for user {self._conn.user}: {exc}")
+        except (socket.timeout, TimeoutError):
+            return TransientConnectError(f"{self.label}: connection timed out after {self.timeouts.connect:g}s")
+        except paramiko.ChannelException as exc:  # a gateway could not reach the host: code 2 is "connect failed"
+            kind = TransientConnectError if exc.code == 2 else ConnectError
+            return kind(f"{self.label}: cannot connect through the gateway: {exc}")
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            # A reset or closed connection before the banner is a passing failure (sshd restarting, link just up).
+            passing = transient_socket_error(exc) or isinstance(exc, EOFError) or "protocol banner" in str(exc)
+            kind = TransientConnectError if passing else ConnectError
+            return kind(f"{self.label}: cannot connect: {_reason(exc)}")
+        except BaseException:
+            return exc
 
     def run(self, command: str, stdin: str, on_line: LineHandler, timeout: float | None = None) -> int:
         """Run `command` with `stdin`; call on_line for each stdout line; return the exit status."""
@@ -187,12 +219,21 @@ class SSHTransport:
         self._conn = None
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a connect failed, in the system's words (paramiko wraps one error per address it tried)."""
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, dict) and errors:
+        return "; ".join(sorted({getattr(e, "strerror", None) or str(e) for e in errors.values()}))
+    return str(exc) or type(exc).__name__
+
+
 class LocalTransport:
     """The machine provision runs on, through a local sh: same interface as SSHTransport."""
 
     def __init__(self, host: Host, timeouts: Timeouts = Timeouts()):
         self.host, self.timeouts = host, timeouts
         self.exec_count = 0
+        self.on_retry = None
         self.label = f"{host.name} (local)"
         self.last_stderr = ""
 
@@ -239,10 +280,32 @@ def _connection(host: Host, inventory: Inventory, accept_new: bool, timeouts: Ti
     connect_kwargs = {"banner_timeout": timeouts.connect, "auth_timeout": timeouts.connect}
     if host.ssh_key:
         connect_kwargs.update(key_filename=[os.path.expanduser(str(host.ssh_key))], look_for_keys=False, allow_agent=False)
+    if host.login_password is not None:
+        password = host.login_password
+        connect_kwargs["password"] = password.value if isinstance(password, Secret) else str(password)
+    if host.proxy_command:
+        connect_kwargs["sock"] = proxy_socket(host)
     conn = fabric.Connection(host.address, user=host.user, port=host.port, connect_timeout=timeouts.connect,
                              connect_kwargs=connect_kwargs, gateway=gateway)
     _harden(conn, inventory, accept_new, host.name)
     return conn
+
+
+def proxy_command_line(host: Host) -> str:
+    """The host's ssh ProxyCommand with OpenSSH's %h, %p, %r and %% expanded, run by sh as OpenSSH does."""
+    tokens = {"h": host.address, "p": str(host.port or 22), "r": host.user or getpass.getuser(), "%": "%", "n": host.name}
+
+    def expand(found: re.Match) -> str:
+        if found.group(1) not in tokens:
+            raise ConnectError(f"{host.name}: ProxyCommand token %{found.group(1)} is not supported (%h %p %r %n %%)")
+        return tokens[found.group(1)]
+
+    return "exec " + re.sub(r"%(.)", expand, str(host.proxy_command))
+
+
+def proxy_socket(host: Host) -> paramiko.ProxyCommand:
+    """A socket through the host's ProxyCommand (started now; closed with the connection)."""
+    return paramiko.ProxyCommand(shlex.join(["sh", "-c", proxy_command_line(host)]))
 
 
 def _plain_connection(spec: str, inventory: Inventory, accept_new: bool, timeouts: Timeouts) -> fabric.Connection:

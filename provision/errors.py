@@ -17,6 +17,10 @@ class ConnectError(ProvisionError):
     """A host could not be reached, or its link was lost."""
 
 
+class TransientConnectError(ConnectError):
+    """A connection failed for a reason that may pass (no route, refused, reset, timed out): worth another attempt."""
+
+
 class HostKeyError(ConnectError):
     """A host presented a key that known_hosts does not vouch for."""
 
@@ -63,6 +67,10 @@ class NoRoomError(ShipError):
 
 class VerifyError(ShipError):
     """The far end's sha256 differs from the sender's; nothing was renamed to the final name."""
+
+
+class KeptPartMismatchError(VerifyError):
+    """A resumed ship's whole-file sha256 differed: the part kept at the far end was not the source's (it was removed)."""
 
 
 class LinkLostError(ConnectError):

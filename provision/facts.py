@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from provision.gpu.found import bus_key
+
 FACTS_SCRIPT = r"""
 . /etc/os-release 2>/dev/null
 echo "os_id=${ID:-unknown}"
@@ -38,6 +40,10 @@ for dev in /sys/bus/pci/devices/*; do
   case $(cat "$dev/class") in 0x03*) echo "gpu=${dev##*/} $(cat "$dev/device") $(cat "$dev/class")" ;; esac
 done
 [ -x /usr/bin/nvidia-smi ] && echo "driver_loaded=$( [ -e /proc/driver/nvidia/version ] && echo 1 || echo 0)"
+# Compute capability per GPU from the driver: preflight's fallback for a GPU missing from gpu_compat.yml.
+if [ -e /proc/driver/nvidia/version ] && command -v nvidia-smi > /dev/null 2>&1; then
+  nvidia-smi --query-gpu=pci.bus_id,compute_cap --format=csv,noheader 2>/dev/null | sed -n 's/^\([0-9A-Fa-f:.]*\), *\([0-9][0-9]*\.[0-9][0-9]*\)$/gpu_cap=\1 \2/p'
+fi
 true
 """
 
@@ -47,7 +53,7 @@ EXAMPLE_FACTS: dict[str, Any] = {
     "user": "ubuntu", "systemd": True, "sudo": True, "kernel_headers": True, "tmp_fs": "ext2/ext3",
     "mem_kb": 62914560, "disk_free_kb": {"/": 100000000}, "secure_boot": "disabled",
     "gpus": [{"slot": "0000:00:1e.0", "pci_id": "10de:1db1", "class": "0x030200"}],
-    "driver_loaded": False,
+    "driver_loaded": False, "gpu_caps": {},
 }
 """Facts used to validate roles before any connection: every fact a role may read, with a typical value."""
 
@@ -56,7 +62,7 @@ _FLAGS = {"systemd", "sudo", "kernel_headers", "driver_loaded"}
 
 def parse_facts(output: str) -> dict[str, Any]:
     """The facts script's `key=value` lines as a dict with typed values."""
-    facts: dict[str, Any] = {"gpus": [], "disk_free_kb": {}, "driver_loaded": False}
+    facts: dict[str, Any] = {"gpus": [], "disk_free_kb": {}, "driver_loaded": False, "gpu_caps": {}}
     for line in output.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -64,6 +70,9 @@ def parse_facts(output: str) -> dict[str, Any]:
         if key == "gpu":
             slot, device, pci_class = (value.split() + ["", "", ""])[:3]
             facts["gpus"].append({"slot": slot, "pci_id": f"10de:{device.removeprefix('0x')}", "class": pci_class})
+        elif key == "gpu_cap":
+            bus, _, cap = value.partition(" ")
+            facts["gpu_caps"][bus_key(bus)] = cap.strip()
         elif key.startswith("disk_free_kb "):
             facts["disk_free_kb"][key.split(" ", 1)[1]] = int(value or 0)
         elif key in _FLAGS:

@@ -1,23 +1,37 @@
-"""The inventory: Ansible's YAML shape, group_vars/ and host_vars/, and how each host is reached."""
+"""The inventory: Ansible's INI and YAML formats, group_vars/ and host_vars/, Ansible's precedence, hosts' reach."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provision.connection_vars import (LOGIN_PASSWORD_VARS, Become, SshArgs, become_settings, connection_type,
+                                       parse_ssh_args)
 from provision.errors import InventoryError
-from provision.yamlfile import Located, display_path, load_yaml
+from provision.values import check_connection_variables, check_name
+from provision.inventory_data import InventoryData
+from provision.inventory_ini import parse_ini
+from provision.inventory_vars import load_vars
+from provision.inventory_yaml import is_yaml_inventory, read_yaml_inventory
+from provision.yamlfile import display_path, parse_yaml
 
-GROUP_KEYS = {"hosts", "vars", "children"}
+# Files of an inventory directory that are not inventory sources: Ansible's INVENTORY_IGNORE_EXTS
+# (lib/ansible/config/base.yml, constants.REJECT_EXTS) and our own known_hosts.
+IGNORED_EXTENSIONS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
+IGNORED_NAMES = {"group_vars", "host_vars", "vars_plugins", "known_hosts"}
+YAML_EXTENSIONS = (".yml", ".yaml", ".json")
+_IP_ADDRESS = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$|:")
 
 
 @dataclass
 class Host:
-    """One inventory host with its merged variables (all < groups < host) and how to reach it."""
+    """One inventory host with its merged variables and the groups it belongs to (`all` left out)."""
 
     name: str
     vars: dict[str, Any]
     groups: list[str]
+    magic: dict[str, Any] = field(default_factory=dict)
 
     def _first(self, *keys: str, default: Any = None) -> Any:
         for key in keys:
@@ -26,61 +40,129 @@ class Host:
         return default
 
     @property
+    def ssh_args(self) -> SshArgs:
+        """What ansible_ssh_common_args / _extra_args / _args ask for (refused in one line if we cannot honour it)."""
+        return parse_ssh_args(self.vars, self.name)
+
+    @property
     def address(self) -> str:
-        return str(self._first("ansible_host", "host", default=self.name))
+        return str(self._first("ansible_host", "ansible_ssh_host", "host", default=None) or self.ssh_args.hostname
+                   or self.name)
 
     @property
     def user(self) -> str | None:
-        return self._first("ansible_user", "user")
+        user = self._first("ansible_user", "ansible_ssh_user", "user") or self.ssh_args.user
+        return str(user) if user is not None else None
 
     @property
     def port(self) -> int | None:
-        port = self._first("ansible_port", "port")
-        return int(port) if port is not None else None
+        port = self._first("ansible_port", "ansible_ssh_port", "port")
+        if port is None:
+            return self.ssh_args.port
+        try:
+            return int(port)
+        except (TypeError, ValueError):
+            raise InventoryError(f"host {self.name}: port {port!r} is not a number") from None
 
     @property
     def ssh_key(self) -> str | None:
-        return self._first("ssh_key", "ansible_ssh_private_key_file")
+        return self._first("ssh_key", "ansible_ssh_private_key_file", "ansible_private_key_file") or self.ssh_args.identity
 
     @property
     def gateway(self) -> str | None:
-        return self._first("gateway")
+        return self._first("gateway") or self.ssh_args.proxy_jump
+
+    @property
+    def proxy_command(self) -> str | None:
+        return self.ssh_args.proxy_command
+
+    @property
+    def login_password(self) -> Any:
+        return self._first(*LOGIN_PASSWORD_VARS)
 
     @property
     def transport(self) -> str:
-        return str(self._first("connection", "ansible_connection", default="ssh"))
+        return connection_type(self.vars, self.name)
 
+    @property
+    def become(self) -> Become:
+        return become_settings(self.vars, self.name)
 
-@dataclass
-class Group:
-    name: str
-    hosts: list[str] = field(default_factory=list)
-    children: list[str] = field(default_factory=list)
-    vars: dict[str, Any] = field(default_factory=dict)
-    parents: list[str] = field(default_factory=list)
+    def check_connection(self) -> None:
+        """Refuse, before any connection, connection and become settings we cannot honour."""
+        if self.transport == "local":
+            return
+        self.port, self.address, self.become  # noqa: B018  (each raises InventoryError when malformed)
+        if self._first("gateway") and self.proxy_command:
+            raise InventoryError(f"host {self.name}: both a gateway ({self.gateway}) and an ssh ProxyCommand: keep one")
+        password = self.become.password
+        if isinstance(password, str) and ("\n" in password or "\r" in password):
+            raise InventoryError(f"host {self.name}: a become password cannot hold a line break")
 
 
 @dataclass
 class Inventory:
-    """Hosts and groups read from one inventory directory (or file)."""
+    """Hosts and groups read from an inventory file or directory, with the vars files beside it."""
 
     source: str
-    groups: dict[str, Group]
-    host_vars: dict[str, dict[str, Any]]
+    data: InventoryData
     known_hosts: Path
+    basedirs: list[Path] = field(default_factory=list)
+
+    @property
+    def groups(self):
+        return self.data.groups
+
+    @property
+    def host_vars(self) -> dict[str, dict[str, Any]]:
+        """Each host's own inline variables, by name (every host of the inventory is a key)."""
+        return self.data.hosts
 
     def host(self, name: str) -> Host:
-        """The host called `name`, its variables merged; unknown names list the known ones."""
-        if name not in self.host_vars:
+        """The host called `name`, its variables merged in Ansible's order; unknown names list the known ones."""
+        if name not in self.data.hosts:
             raise InventoryError(
-                f"unknown host '{name}' in {self.source}; known hosts: {', '.join(sorted(self.host_vars)) or 'none'}"
+                f"unknown host '{name}' in {self.source}; known hosts: {', '.join(sorted(self.data.hosts)) or 'none'}"
             )
-        groups = self._groups_of(name)
+        member_of = self.data.groups_of(name)
+        host = Host(name, self.merged_vars(name), sorted(member_of - {"all"}), self.magic_vars(name, member_of))
+        check_connection_variables(host.vars, name, InventoryError)
+        host.check_connection()
+        return host
+
+    def merged_vars(self, name: str) -> dict[str, Any]:
+        """Ansible's precedence (VariableManager.get_vars): all's inline vars < other groups' inline vars
+        (by depth, ansible_group_priority, name) < group_vars/all < group_vars/GROUP (same order) <
+        the host's inline vars < host_vars/HOST."""
+        groups = self.data.sorted_groups(self.data.groups_of(name) - {"all"})
+        merged = dict(self.data.groups["all"].vars)
+        for group in groups:
+            merged.update(group.vars)
+        merged.update(self.data.groups["all"].file_vars)
+        for group in groups:
+            merged.update(group.file_vars)
+        merged.update(self.data.hosts[name])
+        merged.update(self._host_file_vars(name))
+        return merged
+
+    def _host_file_vars(self, name: str) -> dict[str, Any]:
         merged: dict[str, Any] = {}
-        for group in sorted(groups, key=lambda g: (self._depth(g), g)):
-            merged.update(self.groups[group].vars)
-        merged.update(self.host_vars[name])
-        return Host(name, merged, sorted(groups - {"all"}))
+        for base in self.basedirs:
+            merged.update(load_vars(base / "host_vars", name))
+        return merged
+
+    def magic_vars(self, name: str, member_of: set[str]) -> dict[str, Any]:
+        """Ansible's magic variables for a host that templates may use (hostvars is added by the compiler)."""
+        source = self.data.host_files.get(name) or ""
+        short = name if _IP_ADDRESS.search(name) else name.split(".")[0]
+        return {
+            "inventory_hostname": name,
+            "inventory_hostname_short": short,
+            "group_names": sorted(member_of - {"all"}),
+            "groups": {group: self.data.members(group) for group in self.data.groups},
+            "inventory_file": source,
+            "inventory_dir": str(Path(source).parent) if source else "",
+        }
 
     def select(self, host: str | None = None, group: str | None = None) -> list[Host]:
         """The hosts named by --host (comma-separated) and/or --group, in inventory order."""
@@ -94,116 +176,76 @@ class Inventory:
         if group:
             for name in group.split(","):
                 names.extend(self._members(name.strip()))
+        if not names:
+            raise InventoryError(f"--group {group} selects no hosts in {self.source}")
         return [self.host(name) for name in dict.fromkeys(names)]
 
     def _members(self, group: str) -> list[str]:
-        if group not in self.groups:
+        if group not in self.data.groups:
             raise InventoryError(
-                f"unknown group '{group}' in {self.source}; known groups: {', '.join(sorted(self.groups))}"
+                f"unknown group '{group}' in {self.source}; known groups: {', '.join(sorted(self.data.groups))}"
             )
-        found = list(self.groups[group].hosts)
-        for child in self.groups[group].children:
-            found.extend(self._members(child))
-        return list(dict.fromkeys(found))
+        return self.data.members(group)
 
-    def _groups_of(self, host: str) -> set[str]:
-        direct = {name for name, group in self.groups.items() if host in group.hosts}
-        found = set(direct) | {"all"}
-        pending = list(direct)
-        while pending:
-            for parent in self.groups[pending.pop()].parents:
-                if parent not in found:
-                    found.add(parent)
-                    pending.append(parent)
-        return found
 
-    def _depth(self, group: str) -> int:
-        parents = self.groups[group].parents
-        return 0 if not parents else 1 + min(self._depth(p) for p in parents)
+def inventory_sources(path: Path) -> list[Path]:
+    """The files Ansible reads for `path`: the file itself, or a directory's files in name order.
+
+    Unlike Ansible, subdirectories are not read as more inventory (they hold our tools' files).
+    """
+    if not path.is_dir():
+        return [path]
+    return [entry for entry in sorted(path.iterdir(), key=lambda p: p.name)
+            if entry.is_file() and not entry.name.startswith(".") and entry.name not in IGNORED_NAMES
+            and not entry.name.endswith(IGNORED_EXTENSIONS)]
 
 
 def load_inventory(path: Path) -> Inventory:
-    """Read an inventory directory (inventory.yml, group_vars/, host_vars/) or a single YAML file."""
+    """Read an inventory file (INI or YAML) or a directory of them, with group_vars/ and host_vars/ beside each."""
     path = Path(path)
-    directory = path if path.is_dir() else path.parent
-    file = path / "inventory.yml" if path.is_dir() else path
-    if not file.exists():
-        raise InventoryError(f"{display_path(file)}: no inventory file there")
-    data = load_yaml(file, InventoryError)
+    if not path.exists():
+        raise InventoryError(f"{display_path(path)}: no inventory there")
+    sources = inventory_sources(path)
+    if not sources:
+        raise InventoryError(f"{display_path(path)}: no inventory file there (INI or YAML)")
+    data = InventoryData()
+    for source in sources:
+        data.current_source = str(source.resolve())
+        read_source(source, data)
+    data.reconcile()
+    where = display_path(path)
+    for group in data.groups:
+        check_name("group", group, where, InventoryError)
+    for host in data.hosts:
+        check_name("host", host, where, InventoryError)
+    basedir = path if path.is_dir() else path.parent
+    inventory = Inventory(display_path(sources[0]) if len(sources) == 1 else display_path(path), data,
+                          basedir / "known_hosts", [basedir])
+    for group in data.groups.values():
+        for base in inventory.basedirs:
+            group.file_vars.update(load_vars(base / "group_vars", group.name))
+    return inventory
+
+
+def read_source(file: Path, data: InventoryData) -> None:
+    """One inventory file: YAML for .yml/.yaml/.json, INI for .ini, and for any other name whichever it is."""
     where = display_path(file)
-    if not isinstance(data, dict) or set(data) != {"all"}:
-        raise InventoryError(f"{where}:1: an inventory is a mapping with one key, all:")
-    groups: dict[str, Group] = {}
-    host_vars: dict[str, dict[str, Any]] = {}
-    _read_group("all", data["all"], None, groups, host_vars, where)
-    for group in groups.values():
-        group.vars = {**_vars_dir(directory / "group_vars", group.name), **group.vars}
-    for name in host_vars:
-        host_vars[name] = {**host_vars[name], **_vars_dir(directory / "host_vars", name)}
-    return Inventory(where, groups, host_vars, directory / "known_hosts")
-
-
-def _read_group(name: str, body: Any, parent: str | None, groups: dict, host_vars: dict, where: str) -> None:
-    if body is None:
-        body = Located()
-    line = f"{where}:{getattr(body, 'line', 0)}"
-    if not isinstance(body, dict):
-        raise InventoryError(f"{line}: group '{name}' must be a mapping of hosts:, vars:, children:")
-    unknown = set(body) - GROUP_KEYS
-    if unknown:
-        raise InventoryError(
-            f"{line}: group '{name}' has unknown key '{sorted(unknown)[0]}' (groups take hosts:, vars:, children:)"
-        )
-    group = groups.setdefault(name, Group(name))
-    if parent and parent not in group.parents:
-        group.parents.append(parent)
-    group.vars.update(_mapping(body.get("vars"), f"group '{name}' vars", line))
-    for host, hvars in _mapping(body.get("hosts"), f"group '{name}' hosts", line).items():
-        host = str(host)
-        hvars = _mapping(hvars, f"host '{host}'", f"{where}:{getattr(hvars, 'line', getattr(body, 'line', 0))}")
-        host_vars.setdefault(host, {}).update(hvars)
-        if host not in group.hosts:
-            group.hosts.append(host)
-    for child, child_body in _mapping(body.get("children"), f"group '{name}' children", line).items():
-        if str(child) == "all":
-            raise InventoryError(f"{line}: group 'all' cannot be a child of '{name}'")
-        if str(child) in _ancestors(name, groups):
-            raise InventoryError(f"{line}: group '{child}' is its own ancestor")
-        if str(child) not in group.children:
-            group.children.append(str(child))
-        _read_group(str(child), child_body, name, groups, host_vars, where)
-
-
-def _ancestors(name: str, groups: dict) -> set[str]:
-    found, pending = {name}, [name]
-    while pending:
-        for parent in groups[pending.pop()].parents:
-            if parent not in found:
-                found.add(parent)
-                pending.append(parent)
-    return found
-
-
-def _mapping(value: Any, what: str, line: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InventoryError(f"{line}: {what} must be a mapping, got {type(value).__name__} {value!r}")
-    return dict(value)
-
-
-def _vars_dir(base: Path, name: str) -> dict[str, Any]:
-    """Variables from base/NAME.yml (or .yaml) and every YAML file in base/NAME/, in name order."""
-    files = [base / f"{name}.yml", base / f"{name}.yaml"]
-    if (base / name).is_dir():
-        files += sorted(p for p in (base / name).iterdir() if p.suffix in (".yml", ".yaml"))
-    merged: dict[str, Any] = {}
-    for file in files:
-        if file.is_file():
-            data = load_yaml(file, InventoryError)
-            if data is None:
-                continue
-            if not isinstance(data, dict):
-                raise InventoryError(f"{display_path(file)}:1: a vars file must be a mapping")
-            merged.update(data)
-    return merged
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"{where}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if file.suffix in YAML_EXTENSIONS:
+        parsed = parse_yaml(text, where, InventoryError)
+        if parsed is None:
+            raise InventoryError(f"{where}:1: an empty inventory file")
+        read_yaml_inventory(parsed, where, data)
+        return
+    if file.suffix != ".ini":
+        try:
+            parsed = parse_yaml(text, where, InventoryError)
+        except InventoryError:
+            parsed = None
+        if is_yaml_inventory(parsed):
+            read_yaml_inventory(parsed, where, data)
+            return
+    parse_ini(text, where, data)

@@ -138,3 +138,24 @@ prov_apt_refresh() {  # MAX_AGE NAME[=VERSION]...: update the lists only when th
   fi
   mkdir -p "$PROV_STATE" && : > "$PROV_STATE/apt-updated" && rm -f "$PROV_STATE/apt-sources-changed"
 }
+
+prov_dpkg_interrupted() {  # true when a dpkg run was cut short (apt then refuses: "dpkg was interrupted")
+  command -v dpkg > /dev/null || return 1
+  [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] && return 0
+  [ -n "$(dpkg --audit 2>/dev/null)" ]
+}
+
+prov_dpkg_repair() {  # finish the cut-short run (dpkg --configure -a, waiting for the lock), then apt's fix-up
+  prov_waited=0
+  until dpkg --force-confdef --force-confold --configure -a > "$prov_run/dpkg" 2>&1; do
+    if grep -q 'lock' "$prov_run/dpkg" && [ "$prov_waited" -lt "$PROV_APT_LOCK_TIMEOUT" ]; then
+      sleep 1; prov_waited=$((prov_waited + 1)); continue
+    fi
+    cat "$prov_run/dpkg"
+    echo "provision: dpkg --configure -a failed: $(grep -m1 -i 'error' "$prov_run/dpkg" || grep . "$prov_run/dpkg" | tail -n 1)"; return 1
+  done
+  cat "$prov_run/dpkg"
+  prov_apt install -f > "$prov_run/dpkg" 2>&1 \
+    || { cat "$prov_run/dpkg"; echo "provision: apt-get -f install failed: $(grep -m1 '^E:' "$prov_run/dpkg" || grep . "$prov_run/dpkg" | tail -n 1)"; return 1; }
+  cat "$prov_run/dpkg"
+}

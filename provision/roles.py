@@ -9,6 +9,7 @@ from typing import Any
 
 from provision.errors import RoleError
 from provision.ops import OPERATIONS, Operation
+from provision.values import check_declared_kinds, check_raw_shell
 from provision.yamlfile import display_path, load_yaml
 
 TASK_KEYS = {"name", "notify", "when"}
@@ -40,20 +41,56 @@ class Role:
     tasks: list[Task]
     handlers: list[Task]
     dependencies: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def shown_path(self) -> str:
         return display_path(self.path)
+
+    @functools.cached_property
+    def templates_dir(self) -> str:
+        return str(self.path / "templates")
 
 
 def available_roles(roles_dir: Path) -> list[str]:
     return sorted(p.name for p in Path(roles_dir).iterdir() if p.is_dir() and (p / "tasks.yml").exists())
 
 
-def load_roles(roles_dir: Path, names: list[str]) -> list[Role]:
+class RoleLibrary:
+    """The roles of one roles directory for one run: each role's files read and validated once, however many hosts use it."""
+
+    def __init__(self, roles_dir: Path):
+        self.roles_dir = Path(roles_dir)
+        self.loads = 0  # roles read from disk (what the fleet-scale tests count)
+        self._known: list[str] | None = None
+        self._roles: dict[str, Role] = {}
+        self._sets: dict[tuple[str, ...], list[Role]] = {}
+
+    @property
+    def known(self) -> list[str]:
+        if self._known is None:
+            self._known = available_roles(self.roles_dir)
+        return self._known
+
+    def role(self, name: str) -> Role:
+        if name not in self._roles:
+            self.loads += 1
+            self._roles[name] = _load_role(self.roles_dir / name)
+        return self._roles[name]
+
+    def load(self, names: list[str]) -> list[Role]:
+        """load_roles for these names, computed once per distinct list of names."""
+        key = tuple(names)
+        if key not in self._sets:
+            self._sets[key] = load_roles(self.roles_dir, names, self)
+        return self._sets[key]
+
+
+def load_roles(roles_dir: Path, names: list[str], library: RoleLibrary | None = None) -> list[Role]:
     """The named roles and their dependencies, dependencies first, each once; handlers resolved."""
     roles_dir = Path(roles_dir)
-    known = available_roles(roles_dir)
+    library = library or RoleLibrary(roles_dir)
+    known = library.known
     ordered: dict[str, Role] = {}
 
     def visit(name: str, asked_by: str, chain: tuple[str, ...]) -> None:
@@ -63,7 +100,7 @@ def load_roles(roles_dir: Path, names: list[str]) -> list[Role]:
             raise RoleError(f"role dependency cycle: {' -> '.join(chain + (name,))}")
         if name not in known:
             raise RoleError(f"unknown role '{name}' ({asked_by}); roles in {display_path(roles_dir)}/: {', '.join(known)}")
-        role = _load_role(roles_dir / name)
+        role = library.role(name)
         for dependency in role.dependencies:
             visit(dependency, f"a dependency in {role.shown_path}/meta.yml", chain + (name,))
         ordered[name] = role
@@ -82,6 +119,7 @@ def _load_role(path: Path) -> Role:
     dependencies = meta.get("dependencies") or []
     if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
         raise RoleError(f"{shown}/meta.yml:{getattr(meta, 'line', 1)}: dependencies must be a list of role names")
+    kinds = check_declared_kinds(meta.get("kinds"), defaults, f"{shown}/meta.yml", RoleError)
     tasks = [_task(path.name, item, f"{shown}/tasks.yml") for item in _optional(path / "tasks.yml", list) or []]
     handlers = [_task(path.name, item, f"{shown}/handlers.yml") for item in _optional(path / "handlers.yml", list) or []]
     seen: set[str] = set()
@@ -89,7 +127,7 @@ def _load_role(path: Path) -> Role:
         if handler.name in seen:
             raise RoleError(f"{handler.where}: a second handler named '{handler.name}'")
         seen.add(handler.name)
-    return Role(path.name, path, dict(defaults), tasks, handlers, list(dependencies))
+    return Role(path.name, path, dict(defaults), tasks, handlers, list(dependencies), kinds)
 
 
 def _optional(file: Path, kind: type) -> Any:
@@ -117,6 +155,7 @@ def _task(role: str, item: Any, file: str) -> Task:
         raise RoleError(f"{where}: a task names exactly one operation, found {len(ops)}: {', '.join(ops) or 'none'}")
     op = OPERATIONS[ops[0]]
     op.validate(item[ops[0]], where)
+    check_raw_shell(item[ops[0]], where, RoleError)
     notify = item.get("notify") or []
     notify = [notify] if isinstance(notify, str) else notify
     if not isinstance(notify, list):
@@ -156,7 +195,7 @@ def _role_prefixes(roles_dir: Path) -> dict[str, tuple[str, list[str]]]:
 
 def check_variable_names(roles_dir: Path, variables: dict[str, Any], source: str) -> None:
     """Refuse a variable that carries a role's prefix but that the role does not define (a typo)."""
-    prefixes = _role_prefixes(Path(roles_dir).resolve())
+    prefixes = _role_prefixes(Path(roles_dir))
     for variable in variables:
         matches = [p for p in prefixes if variable.startswith(p)]
         if not matches:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import shlex
 import difflib
 import time
 import traceback
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from provision.connection_vars import Become
 from provision.compiler import Plan, plan_host, render_script
 from provision.connection import Timeouts, open_transport
 from provision.errors import ConnectError, ProvisionError, StepFailed
@@ -16,10 +18,12 @@ from provision.facts import FACTS_SCRIPT, parse_facts
 from provision.inventory import Host, Inventory
 from provision.results import HostResult, StepResult
 from provision.roles import Role
-from provision.secrets import redactor, resolve_secrets
+from provision.secrets import Secret, redactor, resolve_secrets
 
 Events = Callable[[str, str, Any], None]
 MAX_RESTARTS = 4
+DEFAULT_PARALLEL = 50   # hosts at once: a fleet's connections overlap, and a thread is a host being worked on
+MAX_PARALLEL = 500      # beyond this, threads and sockets cost more than the overlap gains
 REBOOT_COMMAND = "nohup sh -c 'sleep 2; reboot || systemctl reboot' > /dev/null 2>&1 < /dev/null &\n"
 
 
@@ -28,7 +32,7 @@ class RunOptions:
     check: bool = False
     diff: bool = False
     accept_new: bool = False
-    parallel: int = 10
+    parallel: int = DEFAULT_PARALLEL
     timeouts: Timeouts = field(default_factory=Timeouts)
     reboot_timeout: float = 600.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -38,9 +42,25 @@ def quiet(host: str, kind: str, payload: Any) -> None:
     """An events sink that shows nothing."""
 
 
-def script_command(facts: dict) -> str:
-    """sh reading the script on stdin, through sudo -n unless already root."""
-    return "sh -s" if facts.get("user") == "root" else "sudo -n sh -s"
+def script_command(facts: dict, become: Become = Become()) -> str:
+    """sh reading the script on stdin as the become user (root): as it is, through sudo -n, or through
+    sudo -S reading the become password from the first line of stdin (never from argv)."""
+    if facts.get("user") == become.user:
+        return "sh -s"
+    as_user = "" if become.user == "root" else f" -u {shlex.quote(become.user)}"
+    if facts.get("sudo") or become.password is None:
+        return f"sudo -n{as_user} sh -s"
+    # -k: ignore cached credentials, so sudo reads the password line rather than leave it to sh;
+    # -p '': no prompt in the output. sudo reads the password one byte at a time, up to the newline.
+    return f"sudo -k -S -p ''{as_user} sh -s"
+
+
+def script_stdin(command: str, become: Become, script: str) -> str:
+    """What goes on the script command's stdin: the become password first when sudo -S reads it."""
+    if not command.startswith("sudo -k -S"):
+        return script
+    password = become.password
+    return f"{password.value if isinstance(password, Secret) else password}\n{script}"
 
 
 def gather_facts(transport) -> dict[str, Any]:
@@ -60,6 +80,7 @@ class HostRun:
         self.result = HostResult(host.name, check_mode=options.check)
         self.redact = redactor([])
         self.transport = None
+        self.become = Become()
 
     def run(self) -> HostResult:
         started = time.monotonic()
@@ -88,6 +109,7 @@ class HostRun:
             self.result.exec_count += self.transport.exec_count
             self.transport.close()
         self.transport = open_transport(self.host, self.inventory, self.options.accept_new, self.options.timeouts)
+        self.transport.on_retry = lambda why: self.events(self.host.name, "status", why)
         self.events(self.host.name, "status", "connecting")
         self.transport.open()
         return gather_facts(self.transport)
@@ -95,14 +117,17 @@ class HostRun:
     def _run(self) -> None:
         host_vars = resolve_secrets(self.host.vars, self.host.name)
         extra = resolve_secrets(self.options.extra, self.host.name)
-        host = Host(self.host.name, host_vars, self.host.groups)
-        self.redact = redactor([v for v in {**host_vars, **extra}.values() if hasattr(v, "value")])
+        host = Host(self.host.name, host_vars, self.host.groups, self.host.magic)
+        self.become = host.become
+        self.redact = redactor([v for v in {**host_vars, **extra}.values() if hasattr(v, "value")]
+                               + self._connection_secrets(host))
         facts = self._connect()
         for _ in range(MAX_RESTARTS + 1):
-            if not facts.get("sudo"):
-                raise ConnectError(f"{self.transport.label}: user {facts.get('user')} cannot run sudo without a password (sudo -n)")
+            if not facts.get("sudo") and host.become.password is None:
+                raise ConnectError(f"{self.transport.label}: user {facts.get('user')} cannot run sudo without a password "
+                                   "(sudo -n): give it ansible_become_password (a secret), or NOPASSWD in sudoers")
             plan = plan_host(self.roles, host, extra, facts)
-            self.redact = redactor(plan.all_secrets)
+            self.redact = redactor(plan.all_secrets + self._connection_secrets(host))
             self.events(self.host.name, "status", f"running {len(plan.steps)} steps")
             control = self._run_script(plan, facts)
             if control == "done":
@@ -114,6 +139,15 @@ class HostRun:
                 self.result.reconnects += 1
                 facts = self._connect()
         raise StepFailed(f"{self.host.name}: still asking for a reboot or reconnect after {MAX_RESTARTS} restarts")
+
+    @staticmethod
+    def _connection_secrets(host: Host) -> list[Secret]:
+        """The become and login passwords as secrets to redact, however the inventory gave them."""
+        found = []
+        for value in (host.become.password, host.login_password):
+            if value is not None:
+                found.append(value if isinstance(value, Secret) else Secret("password", str(value)))
+        return found
 
     def _run_script(self, plan: Plan, facts: dict) -> str:
         """Send the script, follow its status lines; return done, reboot or reconnect."""
@@ -154,7 +188,8 @@ class HostRun:
             self.events(self.host.name, "step", result)
 
         script = render_script(plan, check=self.options.check, diff=self.options.diff)
-        status = self.transport.run(script_command(facts), script, on_line)
+        command = script_command(facts, self.become)
+        status = self.transport.run(command, script_stdin(command, self.become, script), on_line)
         self._merge_steps(seen.values())
         failed = [r for r in seen.values() if r.status == "failed"]
         if failed:
@@ -188,7 +223,8 @@ class HostRun:
         """Reboot detached, wait until the host answers with a new boot id, and gather facts again."""
         old_boot = facts.get("boot_id")
         self.events(self.host.name, "status", "rebooting")
-        self.transport.run(script_command(facts), REBOOT_COMMAND, lambda line: None, timeout=30)
+        command = script_command(facts, self.become)
+        self.transport.run(command, script_stdin(command, self.become, REBOOT_COMMAND), lambda line: None, timeout=30)
         self.result.exec_count += self.transport.exec_count
         self.transport.close()
         self.transport = None
@@ -220,7 +256,10 @@ def _diff(path: str | None, now: bytes, wanted: bytes) -> str:
 
 def run_hosts(jobs: list[tuple[Host, list[Role]]], inventory: Inventory, options: RunOptions,
               events: Events = quiet) -> dict[str, HostResult]:
-    """Run every host with its roles, up to options.parallel at once; one failure never stops the others."""
-    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+    """Run every host with its roles, up to options.parallel at once; one failure never stops the others.
+
+    A pool of options.parallel threads works through the hosts: a fleet of thousands has that many threads, not one per host.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, min(options.parallel, MAX_PARALLEL))) as pool:
         futures = [(host.name, pool.submit(HostRun(host, inventory, roles, options, events).run)) for host, roles in jobs]
         return {name: future.result() for name, future in futures}

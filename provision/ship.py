@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from provision.inventory import Inventory, load_inventory
-from provision.errors import LinkLostError, NoRoomError, ShipError, VerifyError
+from provision.inventory import Host, Inventory, load_inventory
+from provision.errors import (KeptPartMismatchError, LinkLostError, NoRoomError, ShipError, TransientConnectError,
+                              VerifyError)
+from provision.retry import RetryPolicy, openssh_transient, policy_for, with_retries
 from provision.transfer.openssh import Hop, SshOptions, resolve_hop, sh_command, ssh_argv
 from provision.transfer.remote import (PROBE_SCRIPT, RECEIVE_SCRIPT, Probe, parse_probe,
                                        receiver_outcome)
@@ -67,6 +69,29 @@ def ship(source: str, host: str, inventory_dir: Path, dest_dir: str | None = Non
     started = time.monotonic()
     inventory = load_inventory(Path(inventory_dir))
     target = inventory.host(host)
+    policy = policy_for(target, RetryPolicy(options.connect_retries, options.retry_backoff))
+    console = console or Console(stderr=True, emoji=False)
+
+    def retrying(attempt: int, delay: float, exc: Exception) -> None:
+        console.print(f"{host}: connect attempt {attempt} failed, again in {delay:g}s: {exc}", style="yellow",
+                      markup=False, highlight=False)
+
+    def once() -> ShipResult:
+        try:
+            return _ship_once(source, target, inventory, dest_dir, console, hash_cache, options, started)
+        except KeptPartMismatchError as exc:  # the far end removed the bad part: the probe now finds none
+            console.print(f"{exc}; sending the whole file", style="yellow", markup=False, highlight=False)
+            return _ship_once(source, target, inventory, dest_dir, console, hash_cache, options, started)
+
+    try:  # a connect that fails for a passing reason starts over from the probe, which finds what arrived
+        return with_retries(once, policy, retrying)
+    except TransientConnectError as exc:
+        raise LinkLostError(str(exc)) from None
+
+
+def _ship_once(source: str, target: Host, inventory: Inventory, dest_dir: str | None, console: Console,
+               hash_cache: Path | None, options: SshOptions, started: float) -> ShipResult:
+    host = target.name
     hop = resolve_hop(target, inventory)
     directory = str(dest_dir or target.vars.get("sif_dir") or DEFAULT_SIF_DIR)
     cache = HashCache(hash_cache or HashCache.default_path())
@@ -91,7 +116,6 @@ def ship(source: str, host: str, inventory_dir: Path, dest_dir: str | None = Non
 
     argv = ssh_argv(hop, inventory, options, sh_command(
         RECEIVE_SCRIPT, directory, src.name, src.tag, str(src.size), str(offset), probe.hasher))
-    console = console or Console(stderr=True)
     with _progress_bar(console) as progress:
         task = progress.add_task(f"{src.name} → {host}", total=src.size, completed=offset)
         sha256, sent, returncode, output, errors = _stream(src, offset, argv, lambda n: progress.advance(task, n))
@@ -107,7 +131,8 @@ def _probe(hop: Hop, inventory: Inventory, options: SshOptions, directory: str, 
     except subprocess.TimeoutExpired:
         raise LinkLostError(f"{hop.label} ({hop.address}): no answer within {PROBE_TIMEOUT:g}s") from None
     if done.returncode == 255:
-        raise LinkLostError(f"{hop.label} ({hop.address}): ssh failed: {_tail(done.stderr)}")
+        kind = TransientConnectError if openssh_transient(done.returncode, done.stderr) else LinkLostError
+        raise kind(f"{hop.label} ({hop.address}): ssh failed: {_tail(done.stderr)}")
     probe = parse_probe(done.stdout, f"{hop.label}:{directory}")
     if done.returncode != 0:
         raise ShipError(f"{hop.label}:{directory}: probe exited {done.returncode}: {_tail(done.stderr)}")
@@ -115,10 +140,12 @@ def _probe(hop: Hop, inventory: Inventory, options: SshOptions, directory: str, 
 
 
 def _stream(src: Source, offset: int, argv: list[str], advance) -> tuple[str, int, int, str, str]:
-    """Read the source once, hash all of it, send what lies past `offset` and then the sha256 line.
+    """Send what lies past `offset` and then the sha256 line of the whole source.
 
     Returns (sha256, bytes sent, ssh exit status, its stdout, its stderr). Reading and hashing run
-    in this thread, writing to ssh in another, so the two overlap.
+    in this thread, writing to ssh in another, so the two overlap. Resuming from a local file, the
+    whole file is hashed in a third thread while the missing part is read and sent: the kept part
+    costs no time on the wire (hashing runs at disk speed, far faster than the link).
     """
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     output: dict[str, bytes] = {}
@@ -128,16 +155,19 @@ def _stream(src: Source, offset: int, argv: list[str], advance) -> tuple[str, in
         reader.start()
     writer = _Writer(process, advance)
     writer.start()
-    digest, position = hashlib.sha256(), 0
+    whole = _WholeFileHash(src) if offset and src.builder_command is None else None
+    digest, position = hashlib.sha256(), offset if whole else 0
     try:
-        for chunk in src.chunks():
-            digest.update(chunk)
+        for chunk in src.chunks(offset) if whole else src.chunks():
+            if whole is None:
+                digest.update(chunk)
             end = position + len(chunk)
             if end > offset and not writer.put(chunk[max(0, offset - position):]):
                 break
             position = end
         else:
-            writer.put(digest.hexdigest().encode() + b"\n", counted=False)
+            sha256 = whole.hexdigest() if whole else digest.hexdigest()
+            writer.put(sha256.encode() + b"\n", counted=False)
         writer.finish()
         try:
             process.wait(timeout=FINISH_TIMEOUT)
@@ -150,8 +180,30 @@ def _stream(src: Source, offset: int, argv: list[str], advance) -> tuple[str, in
         writer.finish()
         for reader in readers:
             reader.join(timeout=5)
-    return (digest.hexdigest(), writer.sent, process.returncode,
+    return (whole.hexdigest() if whole else digest.hexdigest(), writer.sent, process.returncode,
             output.get("out", b"").decode(errors="replace"), output.get("err", b"").decode(errors="replace"))
+
+
+class _WholeFileHash(threading.Thread):
+    """The sha256 of a whole local file, computed in the background (hashlib releases the GIL on big blocks)."""
+
+    def __init__(self, src: Source):
+        super().__init__(daemon=True)
+        self.src, self.error, self._digest = src, None, hashlib.sha256()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for chunk in self.src.chunks():
+                self._digest.update(chunk)
+        except ShipError as exc:
+            self.error = exc
+
+    def hexdigest(self) -> str:
+        self.join()
+        if self.error:
+            raise self.error
+        return self._digest.hexdigest()
 
 
 class _Writer(threading.Thread):
@@ -210,6 +262,11 @@ def _check_outcome(host: str, src: Source, final_path: str, offset: int, sent: i
     if returncode == 0 and outcome.get("ok") == sha256:
         return
     where = f"{host}:{final_path}"
+    if not outcome and openssh_transient(returncode, errors):  # ssh never reached the receiver: nothing arrived
+        raise TransientConnectError(f"{where}: ssh failed before sending: {_tail(errors)}")
+    if "mismatch" in outcome and offset:
+        raise KeptPartMismatchError(f"{where}: the {_size(offset)} kept from an earlier ship did not match the source "
+                                    f"(sha256 of the whole file {outcome['mismatch']}, sender's {sha256}); it was removed")
     if "mismatch" in outcome:
         raise VerifyError(f"{where}: sha256 at the far end {outcome['mismatch']} differs from the sender's "
                           f"{sha256}; the partial file was removed, nothing renamed; ship again")

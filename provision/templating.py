@@ -1,6 +1,7 @@
-"""jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
+"""Sandboxed jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import traceback
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from provision.errors import RoleError
 
@@ -15,8 +17,14 @@ _WHOLE_EXPRESSION = re.compile(r"\A\{\{\s*(.+?)\s*\}\}\Z", re.S)
 
 
 def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
-    """The one jinja2 environment: undefined variables are errors, trailing newlines are kept."""
-    env = jinja2.Environment(
+    """The one jinja2 environment, sandboxed: templates read data but reach no Python internals.
+
+    Roles, inventory values, recipes and job templates all render here. jinja2's immutable
+    sandbox refuses attributes such as `__globals__` and calls that mutate; the helper globals
+    (lipsum, cycler, joiner, namespace) are removed, as nothing needs them. Undefined variables
+    are errors; trailing newlines are kept.
+    """
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -24,8 +32,26 @@ def make_environment(template_dirs: list[Path]) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    for name in ("lipsum", "cycler", "joiner", "namespace"):
+        env.globals.pop(name, None)
     env.filters["quote"] = lambda value: shlex.quote(str(value))
     return env
+
+
+@functools.lru_cache(maxsize=16)
+def shared_environment(template_dirs: tuple[str, ...]) -> jinja2.Environment:
+    """One environment per set of template folders, shared by every host of a run: each expression compiles once."""
+    return make_environment([Path(d) for d in template_dirs])
+
+
+def _compiled(env: jinja2.Environment, kind: str, source: str):
+    """env.compile_expression / env.from_string, remembered on the environment (compiling costs far more than running)."""
+    cache = env.__dict__.setdefault("_provision_compiled", {})
+    key = (kind, source)
+    if key not in cache:
+        cache[key] = (env.compile_expression(source, undefined_to_none=False) if kind == "expression"
+                      else env.from_string(source))
+    return cache[key]
 
 
 def _describe(exc: Exception) -> str:
@@ -33,6 +59,8 @@ def _describe(exc: Exception) -> str:
         return f"undefined variable: {exc.message}"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"template syntax: {exc.message}"
+    if isinstance(exc, SecurityError):
+        return f"refused by the template sandbox: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -44,8 +72,8 @@ def render_value(env: jinja2.Environment, value: Any, context: dict, where: str)
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole and "{{" not in whole.group(1):
-                return _defined(env.compile_expression(whole.group(1), undefined_to_none=False)(**context))
-            return env.from_string(value).render(context)
+                return _defined(_compiled(env, "expression", whole.group(1))(**context))
+            return _compiled(env, "template", value).render(context)
         except (jinja2.TemplateError, TypeError, ValueError) as exc:
             raise RoleError(f"{where}: {_describe(exc)} in {value!r}") from None
     if isinstance(value, list):
@@ -65,7 +93,7 @@ def _defined(value: Any) -> Any:
 def evaluate(env: jinja2.Environment, expression: str, context: dict, where: str) -> Any:
     """Evaluate a jinja2 expression (a task's `when:`)."""
     try:
-        return _defined(env.compile_expression(str(expression), undefined_to_none=False)(**context))
+        return _defined(_compiled(env, "expression", str(expression))(**context))
     except (jinja2.TemplateError, TypeError, ValueError) as exc:
         raise RoleError(f"{where}: {_describe(exc)} in when: {expression!r}") from None
 

@@ -14,6 +14,7 @@ from provision.facts import EXAMPLE_FACTS
 from provision.gpu.compat import instance_gpus
 from provision.inventory import Host
 from provision.ops.base import q
+from provision.values import one_line
 from provision.roles import Role
 from provision.errors import UserDataError  # noqa: F401  (defined with the others)
 
@@ -51,6 +52,8 @@ def declared_facts(host: Host) -> dict[str, Any]:
         found = instance_gpus(str(instance))
         if found:
             facts["gpus"] = [{"slot": None, "pci_id": found.gpu.pci_id, "class": "0x030200"}] * found.count
+            if "arch" not in declared:
+                facts["arch"] = found.arch
     return facts
 
 
@@ -84,28 +87,37 @@ def _fact_check(facts: dict[str, Any], host: str) -> str:
         ". /etc/os-release",
         'have="$ID $VERSION_ID $(dpkg --print-architecture)"',
         f'if [ "$have" != {q(want)} ]; then',
-        f'  echo "provision: this instance is $have, but the user-data for {host} was made for {want}"',
+        f'  printf "provision: this instance is %s, but the user-data for %s was made for %s\\n" "$have" {q(host)} {q(want)}',
         f'  echo "failed facts" > {STATUS}; rm -f {STATE}/userdata-pending; exit 1',
         "fi",
     ]
-    gpu_ids = sorted({g["pci_id"].split(":")[1] for g in facts.get("gpus", [])})
+    gpu_ids = sorted({_device_id(g, host) for g in facts.get("gpus", [])})
     if gpu_ids:
         lines += [
             "gpus=$(for d in /sys/bus/pci/devices/*; do [ \"$(cat \"$d/vendor\" 2>/dev/null)\" = 0x10de ] "
             "&& cat \"$d/device\"; done | sort -u | tr '\\n' ' ')",
             f'case " $gpus" in *0x{gpu_ids[0]}*) ;; *)',
-            f'  echo "provision: no NVIDIA GPU 10de:{gpu_ids[0]} here (found: ${{gpus:-none}}); the user-data for {host} '
-            f'was made for {facts.get("instance_type") or "that GPU"}"',
+            f'  printf "provision: no NVIDIA GPU 10de:{gpu_ids[0]} here (found: %s); the user-data for %s was made for %s\\n" '
+            f'"${{gpus:-none}}" {q(host)} {q(str(facts.get("instance_type") or "that GPU"))}',
             f'  echo "failed facts" > {STATUS}; rm -f {STATE}/userdata-pending; exit 1 ;;',
             "esac",
         ]
     return "\n".join(lines)
 
 
+def _device_id(gpu: Any, host: str) -> str:
+    """The PCI device id (4 hex digits) of a declared GPU `10de:XXXX`; anything else is refused."""
+    pci_id = str(gpu.get("pci_id", "")) if isinstance(gpu, dict) else ""
+    vendor, _, device = pci_id.partition(":")
+    if len(device) != 4 or any(c not in "0123456789abcdefABCDEF" for c in vendor + device):
+        raise UserDataError(f"host {host}: declared_facts gpus: pci_id {pci_id!r} is not VENDOR:DEVICE in hex, e.g. 10de:1db1")
+    return device.lower()
+
+
 def _boot_script(facts: dict[str, Any], host: str) -> str:
     """Runs the provisioning script at first boot and after each reboot point, until it finishes once."""
     return f"""#!/bin/sh
-# provision: runs {STATE}/userdata-run.sh for host {host}; reboots at reboot points and resumes.
+# provision: runs {STATE}/userdata-run.sh for host {one_line(host)}; reboots at reboot points and resumes.
 exec >> {LOG} 2>&1
 echo "== provision: boot $(cat /proc/sys/kernel/random/boot_id) at $(date -u +%FT%TZ)"
 {_fact_check(facts, host)}
@@ -133,7 +145,7 @@ fi
 def _wrapper(script: str, facts: dict[str, Any], host: str) -> str:
     """The user-data shell part: installs the script and the per-boot resume hook, then runs it."""
     return f"""#!/bin/sh
-# provision user-data for {host}. Log: {LOG}; status: {STATUS} (running, rebooting, finished, failed).
+# provision user-data for {one_line(host)}. Log: {LOG}; status: {STATUS} (running, rebooting, finished, failed).
 mkdir -p {STATE} /var/lib/cloud/scripts/per-boot
 cat > {STATE}/userdata-run.sh <<'PROV_USERDATA_SCRIPT'
 {script}PROV_USERDATA_SCRIPT

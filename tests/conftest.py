@@ -19,6 +19,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "lab: needs root and builds real lab hosts on this machine")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under mutmut (scripts/mutation.sh) only the unit tests run: lab tests are far too slow per mutant."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items[:] = [item for item in items if item.get_closest_marker("lab") is None]
+
+
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     """The lab with LAB_HOSTS up; torn down before (after a crashed run) and after the session.

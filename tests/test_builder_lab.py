@@ -83,15 +83,18 @@ def test_builder_stack_converges_rebooting_once_and_never_shows_the_key(lab, bui
     assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
     assert daemon["storage-driver"] == "vfs"
     versions = sh(lab, "dpkg-query -W -f='${Version}\\n' " + " ".join(TOOLKIT)).split()
-    assert versions == ["1.18.0-1"] * 4
+    assert versions == ["1.20.0-1"] * 4
     assert set(sh(lab, "apt-mark showhold").split()) >= set(TOOLKIT) | {"nvidia-driver-580-server"}
     assert "tmux" in sh(lab, "dpkg-query -W -f='${Package}\\n' tmux")
     assert "docker" in sh(lab, "id -nG ubuntu").split()
     for path in ("/home/ubuntu/.docker/config.json", "/home/ubuntu/.apptainer/docker-config.json"):
         assert sh(lab, f"stat -c %a {path}").strip() == "600"
     assert "10.200.0.1:5000" in sh(lab, "cat /home/ubuntu/.docker/config.json")
-    assert sh(lab, "ls /etc/apt/sources.list.d/").split() == sorted(sh(lab, "ls /etc/apt/sources.list.d/").split())
-    assert "docker.list.disabled-by-provision" in sh(lab, "ls /etc/apt/sources.list.d/")
+    sources = set(sh(lab, "ls /etc/apt/sources.list.d/").split())
+    assert {"docker.sources", "nvidia-container-toolkit.list", "apptainer.sources"} <= sources
+    assert "docker.list" not in sources and "docker.list.disabled-by-provision" in sources
+    assert "signed-by=/etc/apt/keyrings/docker.gpg" in sh(lab, "cat /etc/apt/sources.list.d/docker.list.disabled-by-provision"), \
+        "the old guide's source was renamed, not deleted"
     verify = {s.task: s for s in result.steps if s.role == "verify"}
     assert verify["nvidia-smi sees the GPUs"].status == "ok"
     assert "Tesla V100-SXM2-16GB" in verify["nvidia-smi sees the GPUs"].detail

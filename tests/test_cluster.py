@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from provision.cluster.images import ImageRef, ClusterImage, image_ref, verify_on_cluster
 from provision.cluster.jobs import JobRequest, command_line, render_job_script, submit
@@ -14,6 +15,7 @@ from provision.cluster.remote import LOGS_SCRIPT, PREFLIGHT_SCRIPT, heredoc, log
 from provision.cluster.slurm import (ClusterError, parse_jobs, parse_partitions, sbatch_error,
                                      sbatch_reason)
 from provision.inventory import load_inventory
+from provision.ship import ship
 
 SINFO = "debug*|(null)|1:00:00|2|up\ngpu|gpu:1|2:00:00|1|up\nshort|(null)|10:00|1|up\n"
 PARTITIONS = parse_partitions(SINFO)
@@ -161,27 +163,74 @@ def test_tunnel_goes_through_every_gateway_to_the_login_host_or_a_node(tmp_path)
 
 # -- the far end, under a local sh -------------------------------------------------------------
 
+# sinfo as Slurm documents it (https://slurm.schedmd.com/sinfo.html): -h drops the header line,
+# -o FORMAT prints the fields asked for, %P the partition name with "*" after the default one,
+# %G its generic resources, %l its time limit, %D its node count, %a its availability. Any other
+# argument is refused rather than guessed at.
+FAKE_SINFO = r"""#!/usr/bin/env python3
+import sys
+ROWS = [dict(P="debug*", G="(null)", l="1:00:00", D="2", a="up"), dict(P="gpu", G="gpu:1", l="2:00:00", D="1", a="up"),
+        dict(P="short", G="(null)", l="10:00", D="1", a="up")]
+HEADS = dict(P="PARTITION", G="GRES", l="TIMELIMIT", D="NODES", a="AVAIL")
+args, header, fmt = sys.argv[1:], True, "%P %a %l %D"
+while args:
+    arg = args.pop(0)
+    if arg in ("-h", "--noheader"):
+        header = False
+    elif arg in ("-o", "--format") and args:
+        fmt = args.pop(0)
+    else:
+        sys.exit(f"sinfo: error: this fake does not model {arg!r}")
+fields = fmt.split("%")[1:]
+def line(row):
+    out = fmt.split("%")[0]
+    for field in fields:
+        if field[:1] not in ROWS[0]:
+            sys.exit(f"sinfo: error: this fake does not model %{field[:1]}")
+        out += row[field[0]] + field[1:]
+    return out
+if header:
+    print(line(HEADS))
+for row in ROWS:
+    print(line(row))
+"""
+
+
 @pytest.fixture
 def local_cluster(tmp_path, monkeypatch):
-    """A `connection: local` host whose sif_dir is a temporary folder, with a fake sinfo on PATH."""
+    """A `connection: local` host whose sif_dir is a temporary folder, with a fake sinfo on PATH.
+
+    `ssh` on PATH runs its remote command here, so that ship itself (probe, receiver, sidecar)
+    delivers files to the sif_dir.
+    """
     bin_dir, sif_dir = tmp_path / "bin", tmp_path / "containers"
     bin_dir.mkdir()
     sif_dir.mkdir()
-    (bin_dir / "sinfo").write_text(f"#!/bin/sh\nprintf '%s' '{SINFO}'\n")
-    (bin_dir / "sinfo").chmod(0o755)
+    (bin_dir / "sinfo").write_text(FAKE_SINFO)
+    (bin_dir / "ssh").write_text('#!/bin/sh\nfor arg; do command=$arg; done\nexec sh -c "$command"\n')
+    for tool in ("sinfo", "ssh"):
+        (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     inventory = write_inventory(tmp_path, {"hpc": {"connection": "local", "sif_dir": str(sif_dir)}})
     return inventory, sif_dir
 
 
 def shipped(sif_dir: Path, name: str, data: bytes) -> str:
-    """A file as ship leaves it: the file and its sidecar (sha256, size, mtime, inode)."""
-    path = sif_dir / name
-    path.write_bytes(data)
-    stat = path.stat()
-    sha = hashlib.sha256(data).hexdigest()
-    (sif_dir / f".{name}.ship").write_text(f"{sha} {stat.st_size} {int(stat.st_mtime)} {stat.st_ino}\n")
-    return sha
+    """`data` shipped as `name` into the local host's sif_dir by ship (its sidecar written by ship's receiver)."""
+    source = sif_dir.parent / "outbox" / name
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(data)
+    result = ship(str(source), "hpc", sif_dir.parent, console=Console(quiet=True),
+                  hash_cache=source.parent / "hashes.json")  # not beside the inventory: it would be read as one
+    assert result.bytes_sent == len(data) and (sif_dir / name).read_bytes() == data
+    return result.sha256
+
+
+def test_the_fake_sinfo_answers_by_its_arguments(local_cluster):
+    assert subprocess.run(["sinfo", "-h", "-o", "%P|%G|%l|%D|%a"], capture_output=True, text=True).stdout == SINFO
+    assert subprocess.run(["sinfo", "-o", "%P"], capture_output=True, text=True).stdout == \
+        "PARTITION\ndebug*\ngpu\nshort\n"
+    assert subprocess.run(["sinfo", "--long"], capture_output=True, text=True).returncode != 0
 
 
 def test_a_shipped_sif_is_vouched_for_by_its_sidecar_and_partitions_come_along(local_cluster):

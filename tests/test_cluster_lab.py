@@ -153,11 +153,28 @@ def test_local_sif_is_checked_by_its_own_sha256(cluster, inventory, tiny_sif, tm
         submit(str(other), LOGIN, inventory, command="true")
 
 
-def test_unknown_partition_fails_with_slurms_reason_in_one_line(inventory, tiny_sif):
+def test_unknown_partition_is_refused_before_sbatch_naming_the_partitions(cluster, inventory, tiny_sif):
+    lab, made = cluster
+    before = set(made.shared_dir.rglob("*.sbatch"))
     with pytest.raises(ClusterError) as failed:
         submit("tiny", LOGIN, inventory, partition="gpux", command=["true"])
+    assert str(failed.value) == f"sbatch on {LOGIN}: invalid partition specified: gpux (partitions: debug, gpu, short)"
+    assert set(made.shared_dir.rglob("*.sbatch")) == before, "no job script was written"
+
+
+def test_slurms_own_refusal_of_an_unknown_partition_comes_back_in_one_line(cluster, inventory, tiny_sif):
+    """The partition reaches sbatch (as a raw sbatch option, past the tool's own check): Slurm refuses it."""
+    lab, made = cluster
+    before = set(made.shared_dir.rglob("*.sbatch"))
+    with pytest.raises(ClusterError) as failed:
+        submit("tiny", LOGIN, inventory, sbatch_options=["--partition=gpux"], command=["true"])
     message = str(failed.value)
-    assert message == f"sbatch on {LOGIN}: invalid partition specified: gpux (partitions: debug, gpu, short)"
+    assert message.startswith(f"sbatch on {LOGIN}: invalid partition specified")
+    assert message.endswith("(partitions: debug, gpu, short)") and "\n" not in message
+    written = set(made.shared_dir.rglob("*.sbatch")) - before
+    assert len(written) == 1 and "#SBATCH --partition=gpux" in written.pop().read_text(), "sbatch was given the script"
+    squeue = lab.exec(LOGIN, "squeue -h -o %P", check=False).stdout.split()
+    assert "gpux" not in squeue
 
 
 def test_too_long_a_time_and_gpus_where_there_are_none_fail_in_one_line(inventory, tiny_sif):
@@ -258,6 +275,7 @@ def test_a_sif_copied_by_hand_is_hashed_there_recorded_and_submitted(cluster, in
     lab, made = cluster
     by_hand = made.shared_dir / "byhand"
     by_hand.mkdir(exist_ok=True)
+    os.chown(by_hand, *(made.shared_dir.stat().st_uid, made.shared_dir.stat().st_gid))  # the user's own directory
     shutil.copy(tiny_sif, by_hand / "copied.sif")
     (by_hand / ".copied.sif.sha256").unlink(missing_ok=True)
     result = submit("/shared/byhand/copied.sif", LOGIN, inventory, command=["where", "by hand"])

@@ -1,5 +1,4 @@
 """Unit tests of Slurm job options (flags over recipe over host defaults) and job setup lines in the job script."""
-import os
 import subprocess
 
 import pytest
@@ -7,7 +6,7 @@ import pytest
 from provision.cluster import options
 from provision.cluster.jobs import JobRequest, render_job_script, submit
 from provision.cluster.slurm import ClusterError
-from tests.test_cluster import SINFO, image, shipped, write_inventory
+from tests.test_cluster import image, local_cluster, shipped, write_inventory  # noqa: F401 (a fixture)
 
 
 def test_each_option_becomes_the_sbatch_line_slurm_spells():
@@ -48,15 +47,12 @@ def test_job_setup_lines_run_before_apptainer_is_looked_for(tmp_path):
         options.job_setup({"job_setup": {"module": "load"}}, "hpc")
 
 
-def test_submit_takes_options_from_flags_recipe_and_host_into_the_job_script(tmp_path, monkeypatch):
-    bin_dir, sif_dir, images = tmp_path / "bin", tmp_path / "containers", tmp_path / "images"
-    for directory in (bin_dir, sif_dir, images / "tiny"):
-        directory.mkdir(parents=True)
-    (bin_dir / "sinfo").write_text(f"#!/bin/sh\nprintf '%s' '{SINFO}'\n")
+def test_submit_takes_options_from_flags_recipe_and_host_into_the_job_script(local_cluster, tmp_path):
+    _, sif_dir = local_cluster
+    bin_dir, images = tmp_path / "bin", tmp_path / "images"
+    (images / "tiny").mkdir(parents=True)
     (bin_dir / "sbatch").write_text("#!/bin/sh\necho 77\n")
-    for tool in ("sinfo", "sbatch"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    (bin_dir / "sbatch").chmod(0o755)
     (images / "tiny" / "recipe.yml").write_text("name: tiny\nslurm: {mem: 8G, cpus_per_task: 2}\n")
     inventory = write_inventory(tmp_path, {"hpc": {"connection": "local", "sif_dir": str(sif_dir),
                                                    "slurm_job_defaults": {"account": "site", "partition": "gpu"},

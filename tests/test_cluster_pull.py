@@ -35,11 +35,11 @@ def test_sources_and_names_follow_apptainer_pull(tmp_path):
 def test_the_password_is_in_a_heredoc_never_in_a_command_word(monkeypatch):
     monkeypatch.setenv("REG_PW", PASSWORD)
     logins = {"registry_logins": {"reg.example:5000": {"username": "me", "password": {"secret_env": "REG_PW"}}}}
-    script, secrets = login_script("reg.example:5000", logins, "hpc", insecure=True)
+    script, secrets = login_script("reg.example:5000", logins, "hpc")
     first_line, rest = script.split("\n", 1)
     assert PASSWORD not in first_line and rest.startswith(PASSWORD + "\n") and secrets == [PASSWORD]
-    assert "registry login --insecure --username me --password-stdin docker://reg.example:5000" in first_line
-    assert login_script("other.example", logins, "hpc", insecure=False) == ("", [])
+    assert "registry login --username me --password-stdin docker://reg.example:5000" in first_line
+    assert login_script("other.example", logins, "hpc") == ("", [])
 
 
 def test_a_pull_on_the_login_node_logs_in_on_stdin_and_records_the_sha256(tmp_path, monkeypatch):

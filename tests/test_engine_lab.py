@@ -92,6 +92,7 @@ def test_check_mode_changes_nothing_then_a_changed_template_shows_its_diff(lab, 
         ("Make apt wait for the dpkg lock instead of failing", "would-change"),
         ("Route apt through the proxy", "would-change"),
         ("Install the helper tools", "would-change"),
+        ("build the locate database", "would-change"),
     ]
     assert installed(lab, "chk1", ["tmux"]) == []
     assert provision(inventory)["chk1"].status == "changed"
@@ -106,22 +107,40 @@ def test_check_mode_changes_nothing_then_a_changed_template_shows_its_diff(lab, 
 
 def test_a_cut_link_fails_that_host_within_the_timeout_while_the_others_finish(lab, tmp_path):
     lab.up(["cut1", "cut2"])
+    lab.exec("cut1", "rm -f /var/tmp/slow-started /var/tmp/slow-done")
     inventory = inventory_for(tmp_path, lab, {"cut1": "root", "cut2": "root"})
     roles = roles_with(tmp_path, {"slow": {"tasks.yml": """
         - name: Work for a while
-          command: {shell: "sleep 8; touch /var/tmp/slow-done", creates: /var/tmp/slow-done}
+          command: {shell: "touch /var/tmp/slow-started; sleep 12; touch /var/tmp/slow-done", creates: /var/tmp/slow-done}
     """}})
     timeouts = Timeouts(connect=5, keepalive_interval=1, keepalive_timeout=4)
-    threading.Timer(3, lab.cut_link, args=["cut1"]).start()
+    cut: dict[str, float] = {}
+
+    def cut_once_the_step_runs():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if lab.exec("cut1", "test -e /var/tmp/slow-started", check=False).returncode == 0:
+                lab.cut_link("cut1")
+                cut["at"] = time.monotonic()
+                return
+            time.sleep(0.1)
+
+    cutter = threading.Thread(target=cut_once_the_step_runs)
     started = time.monotonic()
+    cutter.start()
     try:
         results = provision(inventory, roles="slow", roles_dir=roles, timeouts=timeouts)
     finally:
+        cutter.join()
         lab.restore_link("cut1")
-    assert time.monotonic() - started < 30
+    assert "at" in cut, "the step never started on cut1"
     assert results["cut2"].status == "changed"
     assert results["cut1"].failed
     assert "cut1 (10.200.0." in results["cut1"].error and "link lost" in results["cut1"].error
+    # Not a speed: the absence of a hang. The keepalive gives up 4 s after the cut; 30 s of margin
+    # for a loaded machine, still well short of the 12 s step plus anything a hang would take.
+    reported = started + results["cut1"].seconds
+    assert reported - cut["at"] < timeouts.keepalive_timeout + 30
 
 
 def test_exit_status_and_summary_say_a_host_failed(lab, tmp_path):
@@ -162,24 +181,30 @@ def test_a_held_dpkg_lock_makes_the_run_wait_then_succeed(lab, tmp_path):
     lab.up(["lock1"])
     inventory = inventory_for(tmp_path, lab, {"lock1": "root"})
     assert provision(inventory, roles="base")["lock1"].status == "changed"
-    held = 6.0
-    release = threading.Event()
+    locked, seen = threading.Event(), {}
+
+    def apt_is_running() -> bool:
+        processes = lab.exec("lock1", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\000' ' '", check=False).stdout
+        return "apt-get" in processes and "install" in processes
 
     def hold():
+        """Hold dpkg's locks until apt-get install is seen running (waiting on them), then let go."""
         with lab.hold_dpkg_lock("lock1"):
-            release.wait(held)
+            locked.set()
+            deadline = time.monotonic() + 300
+            while not apt_is_running() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            seen["apt waited"] = apt_is_running()
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.5)
-    started = time.monotonic()
+    assert locked.wait(60), "the lab could not take the dpkg locks"
     try:
         result = provision(inventory, extra={"helper_tools_packages": ["tmux"]})["lock1"]
     finally:
-        release.set()
         holder.join()
+    assert seen["apt waited"], "apt-get install ran while the locks were held"
     assert result.status == "changed", result.error
-    assert time.monotonic() - started >= held - 1, "apt waited for the lock rather than failing"
     assert installed(lab, "lock1", ["tmux"]) == ["tmux"]
 
 

@@ -47,11 +47,11 @@ def project(tmp_path, monkeypatch):
             - name: Merge docker settings
               json_merge: {path: "{{ files_root }}/daemon.json", data: {runtimes: {nvidia: {path: nvidia-container-runtime, args: []}}, log-opts: {max-size: 10m}}}
             - name: A guarded command
-              command: {shell: "echo built > {{ files_root }}/built", creates: "{{ files_root }}/built"}
+              command: {shell: "echo built > {{ (files_root ~ '/built') | quote }}", creates: "{{ files_root }}/built"}
         """,
         "handlers.yml": """
             - name: note the change
-              command: {shell: "echo x >> {{ files_root }}/handler-runs", creates: "/nonexistent-so-it-runs"}
+              command: {shell: "echo x >> {{ (files_root ~ '/handler-runs') | quote }}", creates: "/nonexistent-so-it-runs"}
         """,
         "templates/app.conf.j2": "# app\ngreeting = {{ files_greeting }}\nkernel = {{ facts.kernel }}\n",
     }})

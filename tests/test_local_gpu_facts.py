@@ -33,14 +33,17 @@ def test_preflight_of_this_machine_decides_from_its_real_gpus(tmp_path):
         assert decision.gpus == () and decision.driver_branch.value is None
 
 
-def test_the_verify_query_runs_here_when_nvidia_smi_exists():
+def test_the_verify_query_reads_every_gpu_of_this_machine_when_nvidia_smi_exists(tmp_path):
     import subprocess
 
     if shutil.which("nvidia-smi") is None:
         pytest.skip("no nvidia-smi on this machine: run on a GPU machine to check the query against a real driver")
     run = subprocess.run(NVIDIA_SMI_QUERY, shell=True, capture_output=True, text=True)
     report = parse_query(run.stdout + run.stderr)
-    assert isinstance(report, SmiFailure) or report.gpus
+    assert not isinstance(report, SmiFailure), f"nvidia-smi failed here: {report}"
+    assert run.returncode == 0
+    facts = cli.facts(local_inventory(tmp_path), "here", False, Timeouts())
+    assert len(report.gpus) == len(facts["gpus"]) > 0, "one row per GPU the PCI bus shows"
 
 
 def test_facts_script_reads_only_sysfs_for_gpus():

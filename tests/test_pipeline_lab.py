@@ -87,7 +87,7 @@ def test_push_logs_in_with_the_password_on_stdin_and_the_registry_has_the_image(
     with Remote(builder["inventory"], BUILDER) as remote:
         build(recipe, remote)
         target = push(recipe, remote, builder["registry"], lines.append)
-    assert target == f"{builder['registry']}/labapp:1"
+    assert target == [f"{builder['registry']}/labapp:1"]
     request = urllib.request.Request(f"http://{builder['registry']}/v2/labapp/tags/list")
     request.add_header("Authorization", "Basic " + base64.b64encode(f"builder:{REGISTRY_PASSWORD}".encode()).decode())
     assert json.load(urllib.request.urlopen(request, timeout=10))["tags"] == ["1"]
@@ -142,4 +142,37 @@ def test_pipeline_builds_pushes_makes_the_sif_and_ships_it_through_the_bastion(l
                      Console(file=io.StringIO()))
     message = str(failed.value)
     assert "ship failed (done: build, sif)" in message and "free" in message
-    assert "next: then: invoke ship pipebuild1:~/provision-build/labapp.sif pipehpc1" in message
+    assert "next: then: invoke ship pipebuild1:/home/ubuntu/provision-build/labapp.sif pipehpc1" in message
+
+
+def test_push_finds_the_login_by_registry_host_for_a_namespaced_registry_and_pushes_every_tag(lab, builder):
+    recipe = load_recipe("labapp", builder["images"])
+    lab.exec(BUILDER, f"su ubuntu -c 'docker logout {builder['registry']}' > /dev/null", check=False)
+    with Remote(builder["inventory"], BUILDER) as remote:
+        build(recipe, remote)
+        targets = push(recipe, remote, f"{builder['registry']}/team", extra_tags=["latest"])
+    assert targets == [f"{builder['registry']}/team/labapp:1", f"{builder['registry']}/team/labapp:latest"]
+    request = urllib.request.Request(f"http://{builder['registry']}/v2/team/labapp/tags/list")
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"builder:{REGISTRY_PASSWORD}".encode()).decode())
+    assert sorted(json.load(urllib.request.urlopen(request, timeout=10))["tags"]) == ["1", "latest"]
+
+
+def test_a_build_dir_under_opt_is_made_for_the_connecting_user_and_holds_context_and_sif(lab, builder, tmp_path):
+    from provision.ship import ship
+
+    data = json.loads((builder["inventory"] / "inventory.yml").read_text())
+    data["all"]["hosts"][BUILDER]["build_dir"] = "/opt/voltaBuild"
+    hosts = tmp_path / "hosts"
+    write(hosts / "inventory.yml", json.dumps(data))
+    (hosts / "known_hosts").write_text((builder["inventory"] / "known_hosts").read_text())
+    lab.exec(BUILDER, "rm -rf /opt/voltaBuild /home/ubuntu/shipped")
+    recipe = load_recipe("labapp", builder["images"])
+    with Remote(hosts, BUILDER) as remote:
+        assert sorted(build(recipe, remote).uploaded) == ["Dockerfile", "hello.sh"], "a new build_dir starts empty"
+        path = build_sif(recipe, remote)
+    assert path == "/opt/voltaBuild/labapp.sif"
+    assert lab.exec(BUILDER, "stat -c '%U %G' /opt/voltaBuild /opt/voltaBuild/labapp /opt/voltaBuild/labapp.sif"
+                    ).stdout.split("\n")[:3] == ["ubuntu ubuntu"] * 3
+    shipped = ship(f"{BUILDER}:labapp.sif", BUILDER, hosts, "/home/ubuntu/shipped", console=Console(file=io.StringIO()))
+    assert shipped.path == "/home/ubuntu/shipped/labapp.sif"
+    assert lab.exec(BUILDER, "cmp /opt/voltaBuild/labapp.sif /home/ubuntu/shipped/labapp.sif").returncode == 0

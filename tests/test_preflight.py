@@ -12,9 +12,10 @@ from provision.gpu.compat import CompatTableError, load_table
 from provision.gpu.images import check_image_for_gpus
 from provision.gpu.preflight import PreflightError, decide
 from provision.gpu.report import format_decision
+from tests.helpers import PROJECT
 
 V100, T4, A100, K80, B200 = "10de:1db1", "10de:1eb8", "10de:20b0", "10de:102d", "10de:2901"
-CURRENT = str(compat.table().current_branch)
+CURRENT = "595"  # newest long-term or production branch in Ubuntu 22.04's archive (gpu_compat.yml)
 
 
 def host(*pci_ids: str, secure_boot: str = "disabled", **extra) -> dict:
@@ -55,7 +56,8 @@ def test_t4_gets_open_modules_on_the_current_branch():
     assert decision.gpus[0].architecture == "Turing" and decision.gpus[0].compute_capability == "7.5"
     assert decision.driver_flavour.value == "open"
     assert decision.driver_branch.value == CURRENT
-    assert decision.driver_branch.reason == f"Turing supported by current branches; newest known is {CURRENT}"
+    assert decision.driver_branch.reason == ("Turing supported by current branches; 595 is the newest production "
+                                             "branch in Ubuntu 22.04's archive (end of life 2027-03)")
     assert decision.cuda_ceiling.value.startswith("13.")
 
 
@@ -75,10 +77,12 @@ def test_mixed_v100_and_t4_host_gets_proprietary_modules_and_the_volta_limits():
     assert decision.ngc_pytorch_tag.value == "25.06"
 
 
-def test_mixed_turing_and_ampere_host_gets_proprietary_modules():
+def test_mixed_turing_and_ampere_host_gets_open_modules_since_no_gpu_is_pre_turing():
     decision = decide(host(T4, A100), request())
-    assert decision.driver_flavour.value == "proprietary"
-    assert decision.driver_flavour.reason == "mixed architectures on one host (Turing, Ampere): proprietary modules"
+    assert decision.driver_flavour.value == "open"
+    assert decision.driver_flavour.reason == ("mixed host (Turing, Ampere) with no pre-Turing GPU: the open kernel "
+                                              "modules, NVIDIA's recommendation from Turing on")
+    assert decision.ubuntu_driver == "595-server-open"
 
 
 def test_p3_2xlarge_instance_type_means_one_v100_without_gpu_facts():
@@ -196,11 +200,12 @@ def test_refuses_a_demanded_driver_when_there_is_no_gpu():
         "device); remove nvidia_driver_branch or check that the GPU is attached")
 
 
-def test_refuses_a_gpu_missing_from_the_table_and_says_how_to_add_it():
+def test_refuses_a_gpu_missing_from_the_table_without_a_driver_and_says_how_to_add_it():
     assert refusal(host("10de:ffff"), request()) == (
         "GPU 10de:ffff at 0000:00:1e.0 is not in gpu_compat.yml, so preflight cannot tell its architecture; "
         "add a row to section 'gpus' (pci_id, model, architecture, compute_capability, source) from NVIDIA's "
-        "list of supported GPUs")
+        "list of supported GPUs, or install a driver first: preflight then takes the compute capability "
+        "nvidia-smi reports")
 
 
 def test_preflight_errors_are_provision_errors():
@@ -243,6 +248,14 @@ def test_decision_table_shows_each_setting_with_its_reason():
         assert value in line and reason in line
 
 
+def test_decision_table_shows_warnings():
+    facts = host("10de:ffff", gpu_caps={"00:1e.0": "9.0"})
+    console = Console(record=True, width=400)
+    console.print(format_decision(decide(facts, request())))
+    text = console.export_text()
+    assert "Warning" in text and "add a row to section 'gpus'" in text
+
+
 # -- the table itself ------------------------------------------------------------------------------
 
 def test_shipped_table_loads_and_maps_the_gpus_people_run():
@@ -256,18 +269,22 @@ def test_shipped_table_loads_and_maps_the_gpus_people_run():
 
 
 TABLE = textwrap.dedent("""\
-    policy: {minimum_cuda: "12.0", current_branch: 595, source: "test"}
+    policy: {minimum_cuda: "12.0", as_of: "2026-11", ngc_min_compute_capability: "6.0", source: "test"}
     architectures:
-      - {name: volta, label: Volta, open_modules: "no", last_branch: 580, cuda_min: null, cuda_max: "12.9", source: s}
+      - {name: volta, label: Volta, open_modules: "no", last_branch: 580, cuda_min: null, cuda_max: "12.9", compute_capabilities: ["7.0"], source: s}
     gpus:
       - {pci_id: "10de:1db4", model: "Tesla V100-PCIE-16GB", architecture: volta, compute_capability: "7.0", source: s}
       - {pci_id: "10de:1db1", model: "Tesla V100-SXM2-16GB", architecture: volta, compute_capability: "7.0", source: s}
+    driver_branches:
+      - {branch: 580, designation: long-term, end_of_life: "2028-06", open_only: false, source: s}
     cuda_min_driver:
       - {cuda_major: 12, min_branch: 525, source: s}
     cuda_releases:
       - {cuda: "12.9", driver: "575.51.03", source: s}
     ngc_pytorch:
       - {tag: "25.06", cuda: "12.9", source: s}
+    ubuntu_releases:
+      - {version: "24.04", codename: noble, driver_packages: ["580-server"], cuda_repo: ubuntu2404, cuda_repo_key: 3bf863cc.pub, tmp_tmpfs: false, source: s}
     ec2_instances:
       - {type: p3.2xlarge, pci_id: "10de:1db1", count: 1, source: s}
     """)
@@ -305,8 +322,26 @@ def test_a_malformed_value_is_refused(tmp_path):
     path = broken_table(tmp_path, 'driver: "575.51.03"', 'driver: "latest"')
     with pytest.raises(CompatTableError) as caught:
         load_table(path)
-    assert str(caught.value) == (f"{path}:10: cuda_releases row 1 (12.9): 'driver' 'latest' is not "
+    assert str(caught.value) == (f"{path}:12: cuda_releases row 1 (12.9): 'driver' 'latest' is not "
                                  f"a driver version such as \"575.51.03\"")
+
+
+def test_an_unconfirmed_row_without_a_note_is_refused(tmp_path):
+    path = broken_table(tmp_path, 'compute_capability: "7.0", source: s}\n  - {pci_id: "10de:1db1"',
+                        'compute_capability: "7.0", checked: false, source: s}\n  - {pci_id: "10de:1db1"')
+    with pytest.raises(CompatTableError) as caught:
+        load_table(path)
+    assert str(caught.value) == (f"{path}:5: gpus row 1 (10de:1db4): 'checked: false' needs a 'note' saying what "
+                                 f"the source is and why it was not confirmed")
+
+
+def test_every_unconfirmed_row_of_the_shipped_table_says_why():
+    import yaml
+    document = yaml.safe_load((PROJECT / "provision" / "data" / "gpu_compat.yml").read_text())
+    unexplained = [(section, row) for section, rows in document.items() if isinstance(rows, list)
+                   for row in rows if row.get("checked") is False and not row.get("note")]
+    assert unexplained == []
+    assert all(row.get("source") for rows in document.values() if isinstance(rows, list) for row in rows)
 
 
 def test_a_duplicate_row_is_refused(tmp_path):

@@ -105,10 +105,54 @@ def test_unquoted_mode_is_refused(tmp_path, monkeypatch):
     assert message == "roles/broken/tasks.yml:1 (task 'Write'): mode 420 must be a quoted string such as '0644'"
 
 
-def test_shipped_roles_all_validate(tmp_path, monkeypatch):
+# The systems the roles are for (Ubuntu LTS releases, amd64 and arm64) and the lab's Debian.
+SUPPORTED_SYSTEMS = [
+    {"os_id": "ubuntu", "os_version_id": "22.04", "os_codename": "jammy", "arch": "amd64"},
+    {"os_id": "ubuntu", "os_version_id": "24.04", "os_codename": "noble", "arch": "amd64"},
+    {"os_id": "ubuntu", "os_version_id": "24.04", "os_codename": "noble", "arch": "arm64"},
+    {"os_id": "debian", "os_version_id": "12", "os_codename": "bookworm", "arch": "amd64"},
+]
+EXAMPLE_GPUS = {"v100": "10de:1db1", "t4": "10de:1eb8", "none": None}
+
+
+@pytest.mark.parametrize("gpu", sorted(EXAMPLE_GPUS))
+@pytest.mark.parametrize("system", SUPPORTED_SYSTEMS, ids=lambda s: f"{s['os_id']}{s['os_version_id']}-{s['arch']}")
+def test_shipped_roles_render_every_task_and_template_for_each_supported_system(system, gpu, monkeypatch):
+    """Every shipped role, with the shipped builder variables, compiles for each system to a script sh can parse."""
+    import subprocess
+
+    from provision.compiler import plan_host, render_script
+    from provision.facts import EXAMPLE_FACTS
+    from provision.inventory import load_inventory
     from provision.roles import available_roles, load_roles
     from tests.helpers import PROJECT
 
-    roles = load_roles(PROJECT / "roles", available_roles(PROJECT / "roles"))
-    assert {"base", "helper_tools"} <= {role.name for role in roles}
-    assert all(isinstance(error, type) for error in [RoleError])
+    monkeypatch.setenv("NGC_API_KEY", "nvapi-example")
+    host = load_inventory(PROJECT / "hosts").host("p3-builder")
+    names = host.vars["roles"]
+    assert set(names) == set(available_roles(PROJECT / "roles")), "the builder group names every shipped role"
+    roles = load_roles(PROJECT / "roles", names)
+    pci_id = EXAMPLE_GPUS[gpu]
+    facts = {**EXAMPLE_FACTS, **system,
+             "gpus": [{"slot": "0000:00:1e.0", "pci_id": pci_id, "class": "0x030200"}] if pci_id else []}
+    extra = {"base_apt_proxy": "http://10.0.0.1:3142", "base_apt_proxy_direct": ["repo.example"]}
+    plan = plan_host(roles, host, extra, facts)
+    without_gpu = {"nvidia_driver", "verify"} if not pci_id else set()
+    assert {p.task.role for p in plan.steps} == set(names) - without_gpu, "every role has a step here"
+
+    rendered = {}
+    for planned in plan.steps + plan.handlers:
+        if planned.task.op.name == "template":
+            rendered[f"{planned.task.role}/{planned.task.args['src']}"] = planned.step.desired.decode()
+    shipped = {f"{path.parent.parent.name}/{path.name}" for path in (PROJECT / "roles").glob("*/templates/*")
+               if path.parent.parent.name not in without_gpu}
+    assert set(rendered) == shipped, "every shipped template is rendered"
+    for name, text in rendered.items():
+        assert "{{" not in text and "{%" not in text and text.strip(), name
+    assert 'Acquire::http::Proxy::repo.example "DIRECT";' in rendered["base/apt-proxy.conf.j2"]
+
+    script = render_script(plan)
+    parsed = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert parsed.returncode == 0, parsed.stderr
+    if system["arch"] == "arm64":
+        assert "amd64" not in script.replace("amd64)", ""), "nothing amd64-only on arm64"

@@ -153,3 +153,100 @@ def test_stream_sends_only_past_the_offset_and_stops_cleanly_when_the_far_end_di
     assert (tmp_path / "received").read_bytes() == data[1 << 20:] + sha.encode() + b"\n"
     sha, sent, code, out, _ = ship_module._stream(source, 0, ["sh", "-c", "head -c 1000 >/dev/null; exit 7"], lambda n: None)
     assert code == 7 and sent < len(data)
+
+
+def _probe_answers(monkeypatch, answers: list[tuple[int, str]]) -> list[list[str]]:
+    """The probe's ssh answers these (exit status, stderr) in turn, then a destination without room."""
+    calls: list[list[str]] = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        if answers:
+            code, stderr = answers.pop(0)
+            return subprocess.CompletedProcess(argv, code, "", stderr)
+        return subprocess.CompletedProcess(argv, 0, f"hasher=openssl\ndf={DF}\ndir=/sif\n", "")
+    monkeypatch.setattr(ship_module.subprocess, "run", run)
+    monkeypatch.setattr(ship_module, "_stream", lambda *a: pytest.fail("streamed although there is no room"))
+    return calls
+
+
+def _ship_big(tmp_path, retries: int):
+    (tmp_path / "big.sif").write_bytes(b"z" * (2 << 20))  # more than the 1 MiB the probe reports free
+    return ship(str(tmp_path / "big.sif"), "hpc1", tmp_path, console=Console(quiet=True), hash_cache=tmp_path / "h.json",
+                options=SshOptions(connect_retries=retries, retry_backoff=0.01))
+
+
+def test_a_probe_that_cannot_connect_for_a_passing_reason_is_tried_again(inventory, tmp_path, monkeypatch):
+    calls = _probe_answers(monkeypatch, [(255, "ssh: connect to host 10.0.0.5 port 22: No route to host"),
+                                         (255, "kex_exchange_identification: read: Connection reset by peer")])
+    with pytest.raises(NoRoomError):  # the third attempt got through to the far end
+        _ship_big(tmp_path, retries=2)
+    assert len(calls) == 3
+
+
+def test_with_retries_off_a_failed_connect_fails_at_once(inventory, tmp_path, monkeypatch):
+    calls = _probe_answers(monkeypatch, [(255, "ssh: connect to host 10.0.0.5 port 22: No route to host")])
+    with pytest.raises(ship_module.LinkLostError, match="No route to host"):
+        _ship_big(tmp_path, retries=0)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("stderr", ["Host key verification failed.", "u@10.0.0.5: Permission denied (publickey)."])
+def test_host_key_and_authentication_failures_of_ship_are_never_retried(inventory, tmp_path, monkeypatch, stderr):
+    calls = _probe_answers(monkeypatch, [(255, stderr)] * 3)
+    with pytest.raises(ship_module.LinkLostError, match=stderr.split()[-1].rstrip(".")):
+        _ship_big(tmp_path, retries=2)
+    assert len(calls) == 1
+
+
+@pytest.fixture
+def local_ship(tmp_path, monkeypatch):
+    """ship() whose ssh is a local sh: the real probe and receiver scripts, into tmp_path/far."""
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "inventory.yml").write_text(yaml.safe_dump(
+        {"all": {"hosts": {"here": {"ansible_host": "127.0.0.1", "sif_dir": str(tmp_path / "far")}}}}))
+    monkeypatch.setattr(ship_module, "ssh_argv", lambda hop, inventory, options, command=None, forward=None:
+                        ["sh", "-c", command])
+
+    def run(path):
+        return ship(str(path), "here", tmp_path / "hosts", console=Console(quiet=True), hash_cache=tmp_path / "h.json")
+    return run
+
+
+def _interrupted(tmp_path, size: int, kept: int, tamper: bool = False) -> tuple[bytes, Path]:
+    """A source of `size` bytes and, at the far end, the partial an interrupted ship of it left (`kept` bytes)."""
+    data = os.urandom(size)
+    (tmp_path / "img.sif").write_bytes(data)
+    far = tmp_path / "far"
+    far.mkdir(exist_ok=True)
+    part = far / f".img.sif.{open_source(str(tmp_path / 'img.sif'), None, SshOptions()).tag}.ship-part"
+    kept_bytes = bytearray(data[:kept])
+    if tamper:
+        kept_bytes[kept // 3] ^= 0xFF  # one byte in the middle of the kept part changed since it was written
+    part.write_bytes(bytes(kept_bytes))
+    return data, far
+
+
+def test_a_resumed_ship_sends_only_the_rest_and_checks_the_whole_file(tmp_path, local_ship):
+    data, far = _interrupted(tmp_path, 9 << 20, 5 << 20)
+    result = local_ship(tmp_path / "img.sif")
+    assert (result.resumed_from, result.bytes_sent) == (5 << 20, 4 << 20)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert (far / "img.sif").read_bytes() == data
+    assert sorted(p.name for p in far.iterdir()) == [".img.sif.ship", "img.sif"]  # no partial, sum or pid files left
+
+
+def test_a_tampered_partial_is_detected_and_the_whole_file_sent_again(tmp_path, local_ship):
+    data, far = _interrupted(tmp_path, 9 << 20, 5 << 20, tamper=True)
+    result = local_ship(tmp_path / "img.sif")
+    assert (result.resumed_from, result.bytes_sent) == (0, 9 << 20)
+    assert (far / "img.sif").read_bytes() == data
+    assert (far / ".img.sif.ship").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_receiver_resuming_from_a_tampered_partial_renames_nothing(tmp_path):
+    data = os.urandom(3 << 20)
+    (tmp_path / ".x.sif.tag.ship-part").write_bytes(b"\0" * (1 << 20))
+    done = receive(tmp_path, "x.sif", data[1 << 20:], offset=1 << 20, trailer=hashlib.sha256(data).hexdigest())
+    assert done.returncode == 6 and b"mismatch=" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -104,7 +104,8 @@ def test_cloud_init_runs_the_user_data_to_the_same_state_as_ssh_then_a_further_b
     state = digest(lab, BOOTED)
     lab.stop(BOOTED)
     lab.start(BOOTED)
-    time.sleep(10)  # cloud-init's per-boot stage has run by now
+    # cloud-init's per-boot stage (where the resume hook lives) has run once `status --wait` returns.
+    lab.exec(BOOTED, "timeout 300 cloud-init status --wait > /dev/null", check=False)
     assert wait_for_status(lab, BOOTED, {"finished"}, timeout=60) == "finished"
     assert lab.exec(BOOTED, "cat /var/log/provision-userdata.log").stdout == log, "a further boot runs nothing"
     assert digest(lab, BOOTED) == state

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jinja2
 
 from provision.cluster import options as job_options
+from provision.cluster.gpu_check import require_image_fits
 from provision.cluster.images import ClusterImage, image_ref, verify_on_cluster
 from provision.cluster.remote import (JOBS_SCRIPT, LOGS_SCRIPT, SUBMIT_SCRIPT, LoginSession, heredoc,
                                       login_session, require, values)
@@ -137,15 +138,18 @@ def with_defaults(session: LoginSession, name: str, request: JobRequest, images_
                    setup=request.setup + job_options.job_setup(session.host.vars, host))
 
 
-def before_running(session: LoginSession, image: ClusterImage | None, request: JobRequest | None) -> None:
+def before_running(session: LoginSession, image: ClusterImage | None, request: JobRequest | None,
+                   name_or_sif: str = "", images_dir: Path = Path("images")) -> None:
     """The one place where checks run before anything starts on the cluster (submit, notebook, shell, pull).
 
-    It raises ClusterError to refuse. Today it checks that the partition exists and Slurm answers
-    (when there is an image and a job); a check of the cluster's GPUs and driver against the image
-    (or, for pull, before the image exists: image None) belongs here too.
+    It raises an error to refuse: the partition must exist and Slurm answer (when there is an image
+    and a job); with GPUs asked (--nv), the image's CUDA must suit the partition's GPUs and driver.
+    For pull the image does not exist yet (image None).
     """
     if image is not None and request is not None:
         check_partition(image, session.host.name, request.partition)
+        if request.gpus if request.nv is None else request.nv:
+            require_image_fits(session, name_or_sif, request.partition, images_dir)  # its CUDA against the nodes' GPUs
 
 
 def submit_in(session: LoginSession, name_or_sif: str, request: JobRequest, images_dir: Path = Path("images"),
@@ -157,7 +161,7 @@ def submit_in(session: LoginSession, name_or_sif: str, request: JobRequest, imag
     request = with_defaults(session, ref.name, request, images_dir, flags)
     request.validate()
     image = verify_on_cluster(session, ref, rehash)
-    before_running(session, image, request)
+    before_running(session, image, request, name_or_sif, images_dir)
     directory = image.path.rsplit("/", 1)[0]
     job_name = request.job_name or image.ref.name
     stamp = clock.strftime("%Y%m%d-%H%M%S")

@@ -99,9 +99,13 @@ def registry_of(source: str) -> str:
     return of_image(source.split("://", 1)[1])
 
 
-def login_script(registry: str, host_vars: Mapping[str, Any], host: str, insecure: bool) -> tuple[str, list[str]]:
+def login_script(registry: str, host_vars: Mapping[str, Any], host: str) -> tuple[str, list[str]]:
     """Shell logging Apptainer in to `registry` with the host's registry_logins (the password in a heredoc on
-    stdin of `registry login --password-stdin`), and the secret values it holds (for redaction)."""
+    stdin of `registry login --password-stdin`), and the secret values it holds (for redaction).
+
+    `apptainer registry login` has no --insecure (cmd/internal/cli/registry.go); a registry on a
+    private address or localhost is spoken to over http by go-containerregistry on its own.
+    """
     entry = (host_vars.get("registry_logins") or {}).get(registry)
     if entry is None:
         return "", []
@@ -114,16 +118,15 @@ def login_script(registry: str, host_vars: Mapping[str, Any], host: str, insecur
         raise ClusterError(f"host {host}: registry_logins[{registry!r}]: a password cannot hold a newline")
     username = "$oauthtoken" if registry == "nvcr.io" else str(resolved.get("username", ""))
     marker, body = heredoc(value, "PROVISION_SECRET")
-    words = ["registry", "login"] + (["--insecure"] if insecure else []) + [
-        "--username", username, "--password-stdin", f"docker://{registry}"]
+    words = ["registry", "login", "--username", username, "--password-stdin", f"docker://{registry}"]
     script = (f"\"$runtime\" {shlex.join(words)} >/dev/null <<'{marker}' || "
               f"{{ echo \"error=apptainer registry login {registry} failed\"; return 4; }}\n{body}{marker}\n")
     return script, [value]
 
 
-def _login(session: LoginSession, source: str, nohttps: bool) -> list[str]:
+def _login(session: LoginSession, source: str) -> list[str]:
     registry = registry_of(source)
-    script, secrets = login_script(registry, session.host.vars, session.host.name, nohttps)
+    script, secrets = login_script(registry, session.host.vars, session.host.name)
     if script:
         body = "runtime=$(command -v apptainer || command -v singularity) || return 127\n" + script
         done = session.run(body)
@@ -153,7 +156,7 @@ def pull(source: str, host: str, inventory_dir: Path, name: str | None = None, o
     with login_session(host, inventory_dir, accept_new, timeouts) as session:
         before_running(session, None, None)
         target = f"{_sif_dir(session)}/{name if name.endswith('.sif') else name + '.sif'}"
-        secrets = _login(session, source, nohttps)
+        secrets = _login(session, source)
         redact = redactor([Secret("password", s) for s in secrets])
         args = [source, target, "1" if nohttps else "0", str(session.host.vars.get("apptainer_cachedir") or ""),
                 str(session.host.vars.get("apptainer_tmpdir") or "")]

@@ -47,7 +47,7 @@ def shell(name: str, host: str, inventory_dir: Path, command: Sequence[str] = ()
         request = with_defaults(session, ref.name, request, images_dir, options)
         request.validate()
         image = verify_on_cluster(session, ref)
-        before_running(session, image, request if on_node else None)
+        before_running(session, image, request if on_node else None, name, images_dir)
         hop, inventory = resolve_hop(session.host, session.inventory), session.inventory
     argv = ssh_argv(hop, inventory, SshOptions(connect_timeout=int(timeouts.connect)),
                     remote_command(image.path, request, on_node, command))

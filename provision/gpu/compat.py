@@ -2,22 +2,26 @@
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-
-from provision.yamlfile import parse_yaml
 from provision.errors import CompatTableError  # noqa: F401  (defined with the others)
+from provision.gpu.compat_schema import check_policy, rows, unique
+from provision.yamlfile import parse_yaml
 
 TABLE_NAME = "provision/data/gpu_compat.yml"
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """'12.9' -> (12, 9), for ordering CUDA versions and NGC tags."""
+    """'12.9' -> (12, 9), for ordering CUDA versions, NGC tags and compute capabilities."""
     return tuple(int(part) for part in text.split("."))
+
+
+def branch_of(driver: str) -> int:
+    """'580.82.07' -> 580."""
+    return int(driver.split(".")[0])
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Architecture:
     cuda_min: str | None       # oldest toolkit that can target it (None: any)
     cuda_max: str | None       # newest toolkit that can target it (None: current)
     source: str
+    compute_capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,22 @@ class GpuModel:
     architecture: Architecture
     compute_capability: str    # "7.0"
     source: str
+    min_driver: str | None = None      # the first driver for this GPU, when later than its architecture's
+    cpu_arch: str | None = None        # "arm64" for Grace parts and T4G: the only CPU they come with
+    open_override: str | None = None   # "required" for Grace parts (Hopper otherwise allows both)
 
     @property
     def sm(self) -> str:
         """The compiler target name: '7.0' -> 'sm_70'."""
         return "sm_" + self.compute_capability.replace(".", "")
+
+    @property
+    def open_modules(self) -> str:
+        return self.open_override or self.architecture.open_modules
+
+    @property
+    def min_branch(self) -> int | None:
+        return branch_of(self.min_driver) if self.min_driver else None
 
     def describe(self) -> str:
         """'Tesla V100-SXM2-16GB (Volta, sm_70)', the way refusals name a GPU."""
@@ -52,12 +68,12 @@ class GpuModel:
 @dataclass(frozen=True)
 class CudaRelease:
     cuda: str
-    driver: str
+    driver: str | None         # None: the runfile bundles no driver
     source: str
 
     @property
-    def branch(self) -> int:
-        return int(self.driver.split(".")[0])
+    def branch(self) -> int | None:
+        return branch_of(self.driver) if self.driver else None
 
 
 @dataclass(frozen=True)
@@ -68,11 +84,37 @@ class NgcTag:
 
 
 @dataclass(frozen=True)
+class DriverBranch:
+    branch: int
+    designation: str           # "long-term" | "production" | "new-feature"
+    end_of_life: str | None    # "2028-06"; None for new-feature branches
+    open_only: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class UbuntuRelease:
+    version: str               # "24.04"
+    codename: str
+    driver_packages: tuple[str, ...]   # ubuntu-drivers names: "580-server", "610"
+    cuda_repo: str | None              # "ubuntu2404"
+    cuda_repo_key: str | None          # "3bf863cc.pub"
+    tmp_tmpfs: bool
+    source: str
+
+    def driver_package(self, branch: int) -> str | None:
+        """The archive's name for a branch ('580-server', else '610'), or None if it has none."""
+        names = [n for n in self.driver_packages if n.split("-")[0] == str(branch)]
+        return next((n for n in names if n.endswith("-server")), names[0] if names else None)
+
+
+@dataclass(frozen=True)
 class InstanceType:
     name: str
     gpu: GpuModel
     count: int
     source: str
+    arch: str = "amd64"
 
 
 @dataclass(frozen=True)
@@ -80,13 +122,21 @@ class CompatTable:
     """All sections of gpu_compat.yml, indexed; every lookup returns None for an unknown key."""
 
     minimum_cuda: str
-    current_branch: int
+    as_of: str
+    ngc_min_compute_capability: str
     architectures: dict[str, Architecture]
     gpus: dict[str, GpuModel]
+    branches: dict[int, DriverBranch]
     min_branch_by_cuda_major: dict[int, int]
     cuda_releases: tuple[CudaRelease, ...]       # oldest first
     ngc_pytorch: tuple[NgcTag, ...]              # oldest first
+    ubuntu_releases: dict[str, UbuntuRelease]
     instances: dict[str, InstanceType]
+
+    @property
+    def current_branch(self) -> int:
+        """The newest branch the table knows."""
+        return max(self.branches)
 
     def min_branch_for_cuda(self, cuda: str) -> int | None:
         return self.min_branch_by_cuda_major.get(parse_version(cuda)[0])
@@ -97,170 +147,83 @@ class CompatTable:
     def cuda_release(self, cuda: str) -> CudaRelease | None:
         return next((row for row in self.cuda_releases if row.cuda == cuda), None)
 
+    def architecture_for(self, compute_capability: str) -> Architecture | None:
+        """The architecture whose compute capabilities include '9.0', or None."""
+        return next((a for a in self.architectures.values() if compute_capability in a.compute_capabilities), None)
 
-# -- validation ---------------------------------------------------------------------------------
-
-_PCI_ID = re.compile(r"10de:[0-9a-f]{4}"), "an NVIDIA PCI id such as \"10de:1db1\" (lower case)"
-_VERSION = re.compile(r"\d+\.\d+"), "a version such as \"12.9\""
-_DRIVER = re.compile(r"\d+\.\d+(\.\d+)?"), "a driver version such as \"575.51.03\""
-
-
-def _text(pattern: re.Pattern[str] | None = None, shape: str = "") -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if not isinstance(value, str) or not value.strip():
-            return "must be a non-empty string (quote versions: \"12.9\")"
-        if pattern and not pattern.fullmatch(value):
-            return f"{value!r} is not {shape}"
-        return None
-    return check
-
-
-def _integer(value: Any) -> str | None:
-    return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
-
-
-def _one_of(*allowed: str) -> Callable[[Any], str | None]:
-    return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
-
-
-def _current_or(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    return lambda value: None if value == "current" else check(value)
-
-
-def _null_or(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    return lambda value: None if value is None else check(value)
-
-
-def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-_WORD = re.compile(r"[a-z]+"), "a lower-case word such as volta"
-_TAG = re.compile(r"\d\d\.\d\d"), "a tag such as \"25.06\""
-_INSTANCE = re.compile(r"[a-z0-9-]+\.[a-z0-9]+"), "an instance type such as p3.2xlarge"
-
-_SECTIONS: dict[str, dict[str, Callable[[Any], str | None]]] = {
-    "architectures": {"name": _text(*_WORD), "label": _text(), "source": _text(),
-                      "open_modules": _one_of("no", "yes", "required"),
-                      "last_branch": _current_or(_integer),
-                      "cuda_min": _null_or(_text(*_VERSION)),
-                      "cuda_max": _current_or(_text(*_VERSION))},
-    "gpus": {"pci_id": _text(*_PCI_ID), "model": _text(), "architecture": _text(),
-             "compute_capability": _text(*_VERSION), "source": _text()},
-    "cuda_min_driver": {"cuda_major": _integer, "min_branch": _integer, "source": _text()},
-    "cuda_releases": {"cuda": _text(*_VERSION), "driver": _text(*_DRIVER), "source": _text()},
-    "ngc_pytorch": {"tag": _text(*_TAG), "cuda": _text(*_VERSION), "source": _text()},
-    "ec2_instances": {"type": _text(*_INSTANCE), "pci_id": _text(*_PCI_ID), "count": _integer, "source": _text()},
-}
-_OPTIONAL = {"checked": _flag}
-_POLICY = {"minimum_cuda": _text(*_VERSION), "current_branch": _integer, "source": _text()}
-
-
-def _rows(document: dict[str, Any], section: str, name: str) -> list[dict[str, Any]]:
-    """The rows of one section, each checked against its fields; raises naming the bad row."""
-    rows = document.get(section)
-    if not isinstance(rows, list) or not rows:
-        raise CompatTableError(f"{name}: section '{section}' is missing or not a list of rows")
-    fields = _SECTIONS[section]
-    for number, row in enumerate(rows, start=1):
-        if not isinstance(row, dict):
-            raise CompatTableError(f"{name}: {section} row {number}: is not a mapping")
-        where = f"{name}:{row.line}: {section} row {number}"
-        key = next((str(row[k]) for k in ("pci_id", "name", "type", "tag", "cuda", "cuda_major") if k in row), None)
-        if key is not None:
-            where += f" ({key})"
-        unknown = sorted(set(row) - set(fields) - set(_OPTIONAL))
-        if unknown:
-            raise CompatTableError(f"{where}: unknown field(s) {', '.join(unknown)}")
-        for field, check in fields.items():
-            if field not in row:
-                raise CompatTableError(f"{where}: missing '{field}'")
-            complaint = check(row[field])
-            if complaint:
-                raise CompatTableError(f"{where}: '{field}' {complaint}")
-        for field, check in _OPTIONAL.items():
-            if field in row and (complaint := check(row[field])):
-                raise CompatTableError(f"{where}: '{field}' {complaint}")
-        row["__where__"] = where
-    return rows
-
-
-def _unique(rows: list[dict[str, Any]], field: str) -> None:
-    seen: set[Any] = set()
-    for row in rows:
-        if row[field] in seen:
-            raise CompatTableError(f"{row['__where__']}: duplicate {field} {row[field]!r}")
-        seen.add(row[field])
+    def supported(self, branch: int) -> bool:
+        """False for a branch past its end of life on the table's date."""
+        row = self.branches.get(branch)
+        return not (row and row.end_of_life and row.end_of_life < self.as_of)
 
 
 def _none_if_current(value: Any) -> Any:
     return None if value == "current" else value
 
 
-def load_table(path: Path | None = None) -> CompatTable:
-    """Read and validate a compatibility table; the default is the one shipped with provision."""
-    if path is None:
-        text = (resources.files("provision") / "data" / "gpu_compat.yml").read_text()
-        name = TABLE_NAME
-    else:
-        text, name = Path(path).read_text(), str(path)
-    document = parse_yaml(text, name, CompatTableError)
-    if not isinstance(document, dict):
-        raise CompatTableError(f"{name}: expected a mapping of sections")
-    policy = document.get("policy")
-    if not isinstance(policy, dict):
-        raise CompatTableError(f"{name}: section 'policy' is missing")
-    for field, check in _POLICY.items():
-        complaint = check(policy.get(field)) if field in policy else "is missing"
-        if complaint:
-            raise CompatTableError(f"{name}:{policy.line}: policy '{field}' {complaint}")
+def _sections(document: dict[str, Any], name: str) -> dict[str, list[dict[str, Any]]]:
+    keys = {"architectures": "name", "gpus": "pci_id", "driver_branches": "branch", "cuda_min_driver": "cuda_major",
+            "cuda_releases": "cuda", "ngc_pytorch": "tag", "ubuntu_releases": "version", "ec2_instances": "type"}
+    found = {}
+    for section, key in keys.items():
+        found[section] = rows(document, section, name)
+        unique(found[section], key)
+    return found
 
-    arch_rows = _rows(document, "architectures", name)
-    _unique(arch_rows, "name")
-    architectures = {row["name"]: Architecture(
-        name=row["name"], label=row["label"], open_modules=row["open_modules"],
-        last_branch=_none_if_current(row["last_branch"]), cuda_min=row["cuda_min"],
-        cuda_max=_none_if_current(row["cuda_max"]), source=row["source"]) for row in arch_rows}
 
-    gpu_rows = _rows(document, "gpus", name)
-    _unique(gpu_rows, "pci_id")
+def _gpus(gpu_rows: list[dict[str, Any]], architectures: dict[str, Architecture]) -> dict[str, GpuModel]:
     gpus: dict[str, GpuModel] = {}
     for row in gpu_rows:
         if row["architecture"] not in architectures:
             raise CompatTableError(f"{row['__where__']}: architecture {row['architecture']!r} is not "
                                    f"in section 'architectures' ({', '.join(architectures)})")
         gpus[row["pci_id"]] = GpuModel(row["pci_id"], row["model"], architectures[row["architecture"]],
-                                       row["compute_capability"], row["source"])
+                                       row["compute_capability"], row["source"], row.get("min_driver"),
+                                       row.get("cpu_arch"), row.get("open_modules"))
+    return gpus
 
-    driver_rows = _rows(document, "cuda_min_driver", name)
-    _unique(driver_rows, "cuda_major")
-    release_rows = _rows(document, "cuda_releases", name)
-    _unique(release_rows, "cuda")
-    ngc_rows = _rows(document, "ngc_pytorch", name)
-    _unique(ngc_rows, "tag")
-    majors = {row["cuda_major"] for row in driver_rows}
-    for row in [*release_rows, *ngc_rows]:
+
+def load_table(path: Path | None = None) -> CompatTable:
+    """Read and validate a compatibility table; the default is the one shipped with provision."""
+    if path is None:
+        text, name = (resources.files("provision") / "data" / "gpu_compat.yml").read_text(), TABLE_NAME
+    else:
+        text, name = Path(path).read_text(), str(path)
+    document = parse_yaml(text, name, CompatTableError)
+    if not isinstance(document, dict):
+        raise CompatTableError(f"{name}: expected a mapping of sections")
+    policy = document.get("policy")
+    check_policy(policy, name)
+    s = _sections(document, name)
+    architectures = {r["name"]: Architecture(
+        name=r["name"], label=r["label"], open_modules=r["open_modules"],
+        last_branch=_none_if_current(r["last_branch"]), cuda_min=r["cuda_min"],
+        cuda_max=_none_if_current(r["cuda_max"]), source=r["source"],
+        compute_capabilities=tuple(r["compute_capabilities"])) for r in s["architectures"]}
+    gpus = _gpus(s["gpus"], architectures)
+    majors = {r["cuda_major"] for r in s["cuda_min_driver"]}
+    for row in [*s["cuda_releases"], *s["ngc_pytorch"]]:
         if parse_version(row["cuda"])[0] not in majors:
             raise CompatTableError(f"{row['__where__']}: CUDA {row['cuda']} has no row in 'cuda_min_driver'")
-
-    instance_rows = _rows(document, "ec2_instances", name)
-    _unique(instance_rows, "type")
-    for row in instance_rows:
+    for row in s["ec2_instances"]:
         if row["pci_id"] not in gpus:
             raise CompatTableError(f"{row['__where__']}: pci_id {row['pci_id']} is not in section 'gpus'")
-
     return CompatTable(
-        minimum_cuda=policy["minimum_cuda"],
-        current_branch=policy["current_branch"],
-        architectures=architectures,
-        gpus=gpus,
-        min_branch_by_cuda_major={row["cuda_major"]: row["min_branch"] for row in driver_rows},
-        cuda_releases=tuple(sorted((CudaRelease(r["cuda"], r["driver"], r["source"]) for r in release_rows),
+        minimum_cuda=policy["minimum_cuda"], as_of=policy["as_of"],
+        ngc_min_compute_capability=policy["ngc_min_compute_capability"],
+        architectures=architectures, gpus=gpus,
+        branches={r["branch"]: DriverBranch(r["branch"], r["designation"], r["end_of_life"], r["open_only"], r["source"])
+                  for r in s["driver_branches"]},
+        min_branch_by_cuda_major={r["cuda_major"]: r["min_branch"] for r in s["cuda_min_driver"]},
+        cuda_releases=tuple(sorted((CudaRelease(r["cuda"], r["driver"], r["source"]) for r in s["cuda_releases"]),
                                    key=lambda r: parse_version(r.cuda))),
-        ngc_pytorch=tuple(sorted((NgcTag(r["tag"], r["cuda"], r["source"]) for r in ngc_rows),
+        ngc_pytorch=tuple(sorted((NgcTag(r["tag"], r["cuda"], r["source"]) for r in s["ngc_pytorch"]),
                                  key=lambda r: parse_version(r.tag))),
-        instances={r["type"]: InstanceType(r["type"], gpus[r["pci_id"]], r["count"], r["source"])
-                   for r in instance_rows},
+        ubuntu_releases={r["version"]: UbuntuRelease(r["version"], r["codename"], tuple(r["driver_packages"]),
+                                                     r["cuda_repo"], r["cuda_repo_key"], r["tmp_tmpfs"], r["source"])
+                         for r in s["ubuntu_releases"]},
+        instances={r["type"]: InstanceType(r["type"], gpus[r["pci_id"]], r["count"], r["source"], r.get("arch", "amd64"))
+                   for r in s["ec2_instances"]},
     )
 
 

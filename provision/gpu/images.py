@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from provision.gpu.compat import Architecture, parse_version, table
-from provision.gpu.preflight import PreflightError, newest_ngc_tag
+from provision.gpu.preflight import PreflightError, newest_ngc_tag  # noqa: F401
 
 _NGC_PYTORCH = re.compile(r"(?:nvcr\.io/)?nvidia/pytorch:(?P<tag>\d\d\.\d\d)(?:-py3)?")
 _CUDA_BASE = re.compile(r"(?:(?:nvcr|docker)\.io/)?(?:nvidia/)?cuda:(?P<cuda>\d+\.\d+)(?:\.\d+)?(?:-\S*)?")
@@ -20,6 +20,16 @@ def _architectures(names: list[str]) -> list[Architecture]:
                                  f"use one of {', '.join(a.label for a in known.values())}")
         found.append(arch)
     return found
+
+
+def base_image_cuda(base_image: str) -> tuple[str, bool] | None:
+    """(CUDA version, is it an NGC framework image) of a base image this module knows, else None."""
+    ngc = _NGC_PYTORCH.fullmatch(base_image.strip())
+    if ngc:
+        row = table().ngc_tag(ngc["tag"])
+        return (row.cuda, True) if row else None
+    cuda_base = _CUDA_BASE.fullmatch(base_image.strip())
+    return (cuda_base["cuda"], False) if cuda_base else None
 
 
 def check_image_for_gpus(base_image: str, architectures: list[str]) -> None:
@@ -42,6 +52,13 @@ def check_image_for_gpus(base_image: str, architectures: list[str]) -> None:
         cuda, built = cuda_base["cuda"], f"it is CUDA {cuda_base['cuda']}"
     else:
         return
+    if ngc:
+        floor_cc = parse_version(t.ngc_min_compute_capability)
+        for arch in archs:
+            if arch.compute_capabilities and all(parse_version(c) < floor_cc for c in arch.compute_capabilities):
+                raise PreflightError(f"base image {base_image} cannot run on {arch.label} GPUs: NGC framework images "
+                                     f"need compute capability {t.ngc_min_compute_capability} or later; use a CUDA "
+                                     f"{arch.cuda_max} base image")
     ceilings = [a.cuda_max for a in archs if a.cuda_max]
     floors = [a.cuda_min for a in archs if a.cuda_min]
     ceiling = min(ceilings, key=parse_version) if ceilings else None

@@ -47,5 +47,15 @@ class NvidiaView:
         return self.decision.cuda_ceiling.value
 
     @property
+    def ubuntu_driver(self) -> str | None:
+        """The ubuntu-drivers name for the branch and flavour: '580-server', '595-server-open', '610-open'."""
+        return self.decision.ubuntu_driver
+
+    @property
+    def cuda_repo_key(self) -> str | None:
+        """The key file NVIDIA signs this release's CUDA repository with: '3bf863cc.pub', '60DF8A40.pub' (26.04)."""
+        return self.decision.cuda_repo_key
+
+    @property
     def ngc_pytorch_tag(self) -> str | None:
         return self.decision.ngc_pytorch_tag.value

@@ -10,19 +10,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from provision.gpu.compat import CompatTable, GpuModel, NgcTag, parse_version, table
+from provision.gpu.compat import CompatTable, GpuModel, UbuntuRelease, parse_version, table
+from provision.gpu.cuda_choice import Choice, choose_cuda_ceiling, choose_ngc, newest_ngc_tag
+from provision.gpu.found import check_cpu_arch, gpus_from_facts
 from provision.errors import PreflightError  # noqa: F401  (defined with the others)
 
 ROUTES = ("ubuntu-drivers", "cuda-repo")
 FLAVOURS = ("open", "proprietary")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One decided setting and why; value None means 'nothing to install or choose'."""
-
-    value: str | None
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,9 @@ class Decision:
     driver_flavour: Choice
     cuda_ceiling: Choice
     ngc_pytorch_tag: Choice
+    warnings: tuple[str, ...] = ()
+    ubuntu_driver: str | None = None     # ubuntu-drivers name: "580-server", "595-server-open"
+    cuda_repo_key: str | None = None     # the key file of NVIDIA's CUDA repository for this release
 
     @property
     def needs_driver(self) -> bool:
@@ -74,32 +71,6 @@ def _labels(gpus: list[GpuModel]) -> str:
     return ", ".join(dict.fromkeys(g.architecture.label for g in gpus))
 
 
-def _gpus_from_facts(facts: dict[str, Any], t: CompatTable) -> tuple[list[tuple[str | None, GpuModel]], str]:
-    """The NVIDIA GPUs on the PCI bus, else those of the declared EC2 instance type."""
-    devices = [d for d in facts.get("gpus") or []
-               if str(d.get("pci_id", "")).lower().startswith("10de:")
-               and str(d.get("class", "0x03")).startswith("0x03")]
-    if devices:
-        found = []
-        for device in devices:
-            pci_id = str(device["pci_id"]).lower()
-            model = t.gpus.get(pci_id)
-            if model is None:
-                raise PreflightError(
-                    f"GPU {pci_id} at {device.get('slot', '?')} is not in gpu_compat.yml, so preflight cannot "
-                    f"tell its architecture; add a row to section 'gpus' (pci_id, model, architecture, "
-                    f"compute_capability, source) from NVIDIA's list of supported GPUs")
-            found.append((device.get("slot"), model))
-        return found, f"{len(found)} NVIDIA GPU(s) on the PCI bus"
-    instance_type = facts.get("instance_type")
-    if instance_type:
-        row = t.instances.get(instance_type)
-        if row is None:
-            return [], f"instance type {instance_type} is not in gpu_compat.yml's EC2 table: no NVIDIA GPU assumed"
-        return [(None, row.gpu)] * row.count, f"instance type {instance_type} has {row.count}x {row.gpu.model}"
-    return [], "no NVIDIA GPU on the PCI bus (no vendor 10de display-class device)"
-
-
 def _check_stack(gpus: list[GpuModel], t: CompatTable) -> None:
     for gpu in gpus:
         arch = gpu.architecture
@@ -112,80 +83,141 @@ def _check_stack(gpus: list[GpuModel], t: CompatTable) -> None:
 
 
 def _branch_floor(gpus: list[GpuModel], t: CompatTable) -> tuple[GpuModel, int] | None:
-    """The GPU needing the newest branch to start with (Blackwell: the branch of CUDA 12.8), if any."""
+    """The GPU needing the newest branch to start with, and that branch: its own first driver
+    (B300: 580.82.07, GB10: 590.48.01), else the driver of its architecture's first CUDA (Blackwell: 12.8)."""
     floors = []
     for gpu in gpus:
-        if gpu.architecture.cuda_min:
+        if gpu.min_branch:
+            floors.append((gpu, gpu.min_branch))
+        elif gpu.architecture.cuda_min:
             release = t.cuda_release(gpu.architecture.cuda_min)
-            floors.append((gpu, release.branch if release else t.min_branch_for_cuda(gpu.architecture.cuda_min)))
+            floors.append((gpu, (release.branch if release else None) or t.min_branch_for_cuda(gpu.architecture.cuda_min)))
     return max(floors, key=lambda pair: pair[1]) if floors else None
 
 
-def _choose_branch(gpus: list[GpuModel], requested: Any, t: CompatTable) -> tuple[int, Choice]:
+def _floor_why(gpu: GpuModel, branch: int) -> str:
+    if gpu.min_driver:
+        return f"it needs driver {gpu.min_driver} or newer (branch {branch})"
+    return (f"{gpu.architecture.label} needs CUDA {gpu.architecture.cuda_min} or newer, "
+            f"first shipped with branch {branch}")
+
+
+def _available(branch: int, route: str, release: UbuntuRelease | None) -> bool:
+    if release is None:
+        return True
+    if route == "ubuntu-drivers":
+        return release.driver_package(branch) is not None
+    return release.cuda_repo is not None
+
+
+def _auto_branch(gpus: list[GpuModel], route: str, release: UbuntuRelease | None, t: CompatTable
+                 ) -> tuple[int, str]:
     limited = [(g, g.architecture.last_branch) for g in gpus if g.architecture.last_branch is not None]
+    floor = _branch_floor(gpus, t)
     if limited:
-        oldest_gpu, auto = min(limited, key=lambda pair: pair[1])
-        auto_reason = f"{oldest_gpu.architecture.label} support ends with branch {auto}"
-    else:
-        auto = t.current_branch
-        auto_reason = f"{_labels(gpus)} supported by current branches; newest known is {auto}"
+        oldest_gpu, ceiling = min(limited, key=lambda pair: pair[1])
+        if floor and floor[1] > ceiling:
+            raise PreflightError(
+                f"no driver branch can drive both {floor[0].describe()} and {oldest_gpu.describe()}: "
+                f"{_floor_why(*floor)}, and {oldest_gpu.architecture.label} support ends with branch {ceiling}; "
+                f"put these GPUs on separate hosts")
+        return ceiling, f"{oldest_gpu.architecture.label} support ends with branch {ceiling}"
+    low = floor[1] if floor else 0
+    candidates = [b for b, row in t.branches.items() if row.designation in ("long-term", "production")
+                  and t.supported(b) and b >= low and _available(b, route, release)]
+    if not candidates:
+        where = f" in Ubuntu {release.version}'s archive" if release and route == "ubuntu-drivers" else ""
+        raise PreflightError(f"no supported long-term or production driver branch{where} drives {_labels(gpus)}"
+                             + (f" ({_floor_why(*floor)})" if floor else "")
+                             + "; add the branch to gpu_compat.yml or use nvidia_driver_route: cuda-repo")
+    auto = max(candidates)
+    row = t.branches[auto]
+    where = f" in Ubuntu {release.version}'s archive" if release and route == "ubuntu-drivers" else ""
+    return auto, (f"{_labels(gpus)} supported by current branches; {auto} is the newest {row.designation} branch{where}"
+                  f" (end of life {row.end_of_life})")
+
+
+def _choose_branch(gpus: list[GpuModel], requested: Any, route: str, release: UbuntuRelease | None,
+                   t: CompatTable, warnings: list[str]) -> tuple[int, Choice]:
+    auto, auto_reason = _auto_branch(gpus, route, release, t)
     if requested is None:
         return auto, Choice(str(auto), auto_reason)
     if not re.fullmatch(r"\d{3}", str(requested)):
         raise PreflightError(f"nvidia_driver_branch {requested!r} is not a driver branch such as 580; "
                              f"use nvidia_driver_branch: {auto}")
     branch = int(requested)
-    for gpu, last in limited:
-        if branch > last:
+    for gpu in gpus:
+        last = gpu.architecture.last_branch
+        if last is not None and branch > last:
             raise PreflightError(f"nvidia_driver_branch {branch} cannot drive {gpu.describe()}: "
                                  f"{gpu.architecture.label} support ends with branch {last}; "
                                  f"use nvidia_driver_branch: {last}")
     floor = _branch_floor(gpus, t)
     if floor and branch < floor[1]:
-        gpu = floor[0]
-        raise PreflightError(f"nvidia_driver_branch {branch} cannot drive {gpu.describe()}: {gpu.architecture.label} "
-                             f"needs CUDA {gpu.architecture.cuda_min} or newer, first shipped with branch {floor[1]}; "
-                             f"use nvidia_driver_branch: {auto}")
+        raise PreflightError(f"nvidia_driver_branch {branch} cannot drive {floor[0].describe()}: "
+                             f"{_floor_why(*floor)}; use nvidia_driver_branch: {auto}")
     stack_min = t.min_branch_for_cuda(t.minimum_cuda)
     if stack_min and branch < stack_min:
         raise PreflightError(f"nvidia_driver_branch {branch} is too old for this stack: CUDA {t.minimum_cuda} needs "
                              f"branch {stack_min} or newer; use nvidia_driver_branch: {auto}")
+    if not _available(branch, route, release):
+        raise PreflightError(f"nvidia_driver_branch {branch} is not in Ubuntu {release.version}'s archive "
+                             f"(ubuntu-drivers offers {', '.join(release.driver_packages)}); use nvidia_driver_branch: "
+                             f"{auto}, or nvidia_driver_route: cuda-repo")
+    row = t.branches.get(branch)
+    if row is None:
+        warnings.append(f"driver branch {branch} is not in gpu_compat.yml's section 'driver_branches': its support "
+                        f"status and end of life are unknown here")
+    elif not t.supported(branch):
+        warnings.append(f"driver branch {branch} reached its end of life in {row.end_of_life}: it gets no more "
+                        f"fixes; {auto} is supported")
     return branch, Choice(str(branch), f"requested; {auto_reason}")
 
 
-def _choose_flavour(gpus: list[GpuModel], requested: Any) -> Choice:
-    no_open = [g for g in gpus if g.architecture.open_modules == "no"]
-    need_open = [g for g in gpus if g.architecture.open_modules == "required"]
+def _open_reason(gpu: GpuModel) -> str:
+    if gpu.open_override:
+        return f"{gpu.model} (a Grace part) requires the open kernel modules"
+    return f"{gpu.architecture.label} requires the open kernel modules"
+
+
+def _choose_flavour(gpus: list[GpuModel], requested: Any, branch: int, t: CompatTable) -> Choice:
+    no_open = [g for g in gpus if g.open_modules == "no"]
+    need_open = [g for g in gpus if g.open_modules == "required"]
     if no_open and need_open:
         raise PreflightError(
             f"no driver flavour can drive both {need_open[0].describe()} and {no_open[0].describe()}: "
-            f"{need_open[0].architecture.label} requires the open kernel modules, which do not support "
+            f"{_open_reason(need_open[0]).replace(' requires', ' requires')}, which do not support "
             f"{no_open[0].architecture.label}; put these GPUs on separate hosts")
     mixed = len({g.architecture.name for g in gpus}) > 1
+    open_only = bool(t.branches.get(branch) and t.branches[branch].open_only)
     if requested is None:
         if need_open:
-            return Choice("open", f"{need_open[0].architecture.label} requires the open kernel modules")
+            return Choice("open", _open_reason(need_open[0]))
         if no_open:
             why = f"{no_open[0].architecture.label} has no open kernel module support"
             return Choice("proprietary", f"{why} (mixed host: {_labels(gpus)})" if mixed else why)
         if mixed:
-            return Choice("proprietary", f"mixed architectures on one host ({_labels(gpus)}): proprietary modules")
+            return Choice("open", f"mixed host ({_labels(gpus)}) with no pre-Turing GPU: the open kernel modules, "
+                                  f"NVIDIA's recommendation from Turing on")
         return Choice("open", f"{_labels(gpus)} supports the open kernel modules, "
                               f"NVIDIA's recommendation from Turing on")
     if requested not in FLAVOURS:
         raise PreflightError(f"nvidia_driver_flavour {requested!r} is not one of {', '.join(FLAVOURS)}; "
-                             f"use nvidia_driver_flavour: {_choose_flavour(gpus, None).value}")
+                             f"use nvidia_driver_flavour: {_choose_flavour(gpus, None, branch, t).value}")
     if requested == "open" and no_open:
         raise PreflightError(f"nvidia_driver_flavour open cannot drive {no_open[0].describe()}: the open kernel "
                              f"modules need Turing or newer; use nvidia_driver_flavour: proprietary")
     if requested == "proprietary" and need_open:
         raise PreflightError(f"nvidia_driver_flavour proprietary cannot drive {need_open[0].describe()}: "
-                             f"{need_open[0].architecture.label} requires the open kernel modules; "
-                             f"use nvidia_driver_flavour: open")
+                             f"{_open_reason(need_open[0])}; use nvidia_driver_flavour: open")
+    if requested == "proprietary" and open_only:
+        raise PreflightError(f"nvidia_driver_flavour proprietary does not exist for branch {branch}: from branch 615 "
+                             f"only the open kernel modules are shipped (Ubuntu's nvidia-dkms-{branch}-server is a "
+                             f"transitional package); use nvidia_driver_flavour: open")
     return Choice(requested, "requested")
 
 
-def _choose_route(facts: dict[str, Any], requested: Any) -> Choice:
+def _choose_route(facts: dict[str, Any], requested: Any, release: UbuntuRelease | None) -> Choice:
     if requested is None:
         return Choice("ubuntu-drivers", "default: signed prebuilt modules from the Ubuntu archive (Secure Boot safe)")
     if requested not in ROUTES:
@@ -193,6 +225,9 @@ def _choose_route(facts: dict[str, Any], requested: Any) -> Choice:
                              f"use nvidia_driver_route: ubuntu-drivers")
     if requested == "ubuntu-drivers":
         return Choice(requested, "requested: signed prebuilt modules from the Ubuntu archive")
+    if release is not None and release.cuda_repo is None:
+        raise PreflightError(f"nvidia_driver_route cuda-repo cannot work on Ubuntu {release.version}: NVIDIA has no "
+                             f"CUDA repository for it in gpu_compat.yml; use nvidia_driver_route: ubuntu-drivers")
     secure_boot = facts.get("secure_boot", "unknown")
     if secure_boot == "enabled":
         raise PreflightError("nvidia_driver_route cuda-repo cannot work with Secure Boot enabled: its DKMS-built "
@@ -203,101 +238,26 @@ def _choose_route(facts: dict[str, Any], requested: Any) -> Choice:
     return Choice(requested, "requested; Secure Boot state unknown: DKMS-built modules are rejected if it is on")
 
 
-def _cuda_ceiling(gpus: list[GpuModel], branch: int, requested: Any, t: CompatTable) -> Choice:
-    arch_max = min((g for g in gpus if g.architecture.cuda_max), default=None,
-                   key=lambda g: _v(g.architecture.cuda_max or "0.0"))
-    fits = [r.cuda for r in t.cuda_releases
-            if (t.min_branch_for_cuda(r.cuda) or 10**6) <= branch
-            and (arch_max is None or _v(r.cuda) <= _v(arch_max.architecture.cuda_max or "0.0"))]
-    if not fits:
-        raise PreflightError(f"no CUDA release in gpu_compat.yml runs on branch {branch} for {_labels(gpus)}; "
-                             f"add the missing rows to section 'cuda_releases'")
-    ceiling = fits[-1]
-    if arch_max and arch_max.architecture.cuda_max == ceiling:
-        reason = f"CUDA {ceiling} is the last toolkit that can target {arch_max.sm} ({arch_max.architecture.label})"
-    else:
-        reason = (f"branch {branch} runs CUDA up to {ceiling} (CUDA {ceiling.split('.')[0]}.x needs branch "
-                  f"{t.min_branch_for_cuda(ceiling)} or newer)")
-    if requested is None:
-        return Choice(ceiling, reason)
-    cuda = str(requested)
-    if not re.fullmatch(r"\d+\.\d+", cuda):
-        raise PreflightError(f"cuda_version {requested!r} is not a CUDA version such as 12.9; "
-                             f"use cuda_version: {ceiling}")
-    for gpu in _distinct(gpus):
-        arch = gpu.architecture
-        if arch.cuda_max and _v(cuda) > _v(arch.cuda_max):
-            raise PreflightError(f"cuda_version {cuda} cannot target {gpu.describe()}: CUDA {arch.cuda_max} is the "
-                                 f"last toolkit for {arch.label}; use cuda_version: {arch.cuda_max}")
-        if arch.cuda_min and _v(cuda) < _v(arch.cuda_min):
-            raise PreflightError(f"cuda_version {cuda} cannot target {gpu.describe()}: {arch.label} needs CUDA "
-                                 f"{arch.cuda_min} or newer; use cuda_version: {ceiling}")
-    if _v(cuda) < _v(t.minimum_cuda):
-        raise PreflightError(f"cuda_version {cuda} is older than this stack supports (CUDA {t.minimum_cuda} or newer); "
-                             f"use cuda_version: {ceiling}")
-    need = t.min_branch_for_cuda(cuda)
-    if need is None:
-        raise PreflightError(f"cuda_version {cuda} is not in gpu_compat.yml (no row in 'cuda_min_driver' for CUDA "
-                             f"{cuda.split('.')[0]}.x); use cuda_version: {ceiling}")
-    if need > branch:
-        raise PreflightError(f"cuda_version {cuda} needs driver branch {need} or newer, but the driver branch is "
-                             f"{branch}; use nvidia_driver_branch: {need}, or cuda_version: {ceiling}")
-    return Choice(ceiling, f"{reason}; requested cuda_version {cuda} fits")
-
-
-def newest_ngc_tag(t: CompatTable, ceiling: str | None, floor: str | None) -> NgcTag | None:
-    """The newest NGC PyTorch tag built on a CUDA between floor and ceiling (either may be None)."""
-    usable = [n for n in t.ngc_pytorch
-              if (ceiling is None or _v(n.cuda) <= _v(ceiling)) and (floor is None or _v(n.cuda) >= _v(floor))]
-    return usable[-1] if usable else None
-
-
-def _cuda_floor(gpus: list[GpuModel]) -> str | None:
-    floors = [g.architecture.cuda_min for g in gpus if g.architecture.cuda_min]
-    return max(floors, key=_v) if floors else None
-
-
-def _choose_ngc(gpus: list[GpuModel], branch: int, ceiling: str, requested: Any, t: CompatTable) -> Choice:
-    floor = _cuda_floor(gpus)
-    newest = newest_ngc_tag(t, ceiling, floor)
-    if requested is None:
-        if newest is None:
-            return Choice(None, f"no NGC PyTorch tag in gpu_compat.yml is built on CUDA {floor or ''}..{ceiling}")
-        return Choice(newest.tag, f"newest NGC PyTorch built on CUDA {ceiling} or older (CUDA {newest.cuda})")
-    tag = str(requested).removesuffix("-py3")
-    instead = f"ngc_pytorch_tag: {newest.tag}" if newest else "a tag from gpu_compat.yml"
-    row = t.ngc_tag(tag)
-    if row is None:
-        quote = " (YAML read it as a number: quote the tag)" if isinstance(requested, float) else ""
-        raise PreflightError(f"ngc_pytorch_tag {requested} is not in gpu_compat.yml{quote}; add a row to section "
-                             f"'ngc_pytorch' with its CUDA version from the NGC release notes, or use {instead}")
-    for gpu in _distinct(gpus):
-        arch = gpu.architecture
-        if arch.cuda_max and _v(row.cuda) > _v(arch.cuda_max):
-            raise PreflightError(f"ngc_pytorch_tag {tag} cannot run on {gpu.describe()}: it is built on CUDA "
-                                 f"{row.cuda}, and CUDA {arch.cuda_max} is the last toolkit for {arch.label}; "
-                                 f"{newest.tag if newest else 'no tag'} is the newest NGC PyTorch that runs there; "
-                                 f"use {instead}")
-        if arch.cuda_min and _v(row.cuda) < _v(arch.cuda_min):
-            raise PreflightError(f"ngc_pytorch_tag {tag} cannot run on {gpu.describe()}: it is built on CUDA "
-                                 f"{row.cuda}, and {arch.label} needs CUDA {arch.cuda_min} or newer; use {instead}")
-    need = t.min_branch_for_cuda(row.cuda) or 0
-    if need > branch:
-        raise PreflightError(f"ngc_pytorch_tag {tag} is built on CUDA {row.cuda}, which needs driver branch {need} "
-                             f"or newer, but the driver branch is {branch}; use nvidia_driver_branch: {need}, "
-                             f"or {instead}")
-    return Choice(tag, f"requested; built on CUDA {row.cuda}")
-
-
 _DRIVER_DEMANDS = ("nvidia_driver_branch", "nvidia_driver_flavour")
+
+
+def _release(facts: dict[str, Any], t: CompatTable) -> UbuntuRelease | None:
+    return t.ubuntu_releases.get(str(facts.get("os_version_id", ""))) if facts.get("os_id") == "ubuntu" else None
+
+
+def _ubuntu_driver(branch: int, flavour: str | None, release: UbuntuRelease | None) -> str:
+    name = (release.driver_package(branch) if release else None) or f"{branch}-server"
+    return name + ("-open" if flavour == "open" else "")
 
 
 def decide(facts: dict[str, Any], request: dict[str, Any]) -> Decision:
     """Decide route, branch, flavour, CUDA ceiling and NGC tag; raise PreflightError if nothing can work."""
     t = table()
-    found, gpu_reason = _gpus_from_facts(facts, t)
+    found, gpu_reason, warnings = gpus_from_facts(facts, t)
+    release = _release(facts, t)
+    key = release.cuda_repo_key if release else "3bf863cc.pub"
     if not found:
-        demands = [f"{key} {request[key]}" for key in _DRIVER_DEMANDS if request.get(key) is not None]
+        demands = [f"{k} {request[k]}" for k in _DRIVER_DEMANDS if request.get(k) is not None]
         if demands:
             raise PreflightError(f"{' and '.join(demands)} requested, but {gpu_reason}; remove "
                                  f"{', '.join(d.split()[0] for d in demands)} or check that the GPU is attached")
@@ -306,14 +266,18 @@ def decide(facts: dict[str, Any], request: dict[str, Any]) -> Decision:
         newest = newest_ngc_tag(t, None, None)
         ngc = (Choice(str(tag), "requested; no GPU here to check it against") if tag else
                Choice(newest.tag if newest else None, "no GPU here to limit it: newest in gpu_compat.yml"))
-        return Decision((), gpu_reason, none, none, none, Choice(None, "no GPU here to limit CUDA"), ngc)
-    gpus = [model for _, model in found]
-    _check_stack(_distinct(gpus), t)
-    branch, branch_choice = _choose_branch(_distinct(gpus), request.get("nvidia_driver_branch"), t)
-    flavour = _choose_flavour(_distinct(gpus), request.get("nvidia_driver_flavour"))
-    route = _choose_route(facts, request.get("nvidia_driver_route"))
-    ceiling = _cuda_ceiling(_distinct(gpus), branch, request.get("cuda_version"), t)
-    ngc = _choose_ngc(_distinct(gpus), branch, ceiling.value or "", request.get("ngc_pytorch_tag"), t)
+        return Decision((), gpu_reason, none, none, none, Choice(None, "no GPU here to limit CUDA"), ngc,
+                        tuple(warnings), None, key)
+    gpus = _distinct([model for _, model in found])
+    check_cpu_arch(gpus, facts)
+    _check_stack(gpus, t)
+    route = _choose_route(facts, request.get("nvidia_driver_route"), release)
+    branch, branch_choice = _choose_branch(gpus, request.get("nvidia_driver_branch"), route.value or "",
+                                           release, t, warnings)
+    flavour = _choose_flavour(gpus, request.get("nvidia_driver_flavour"), branch, t)
+    ceiling = choose_cuda_ceiling(gpus, branch, request.get("cuda_version"), t)
+    ngc = choose_ngc(gpus, branch, ceiling.value or "", request.get("ngc_pytorch_tag"), t)
     found_gpus = tuple(FoundGpu(slot, m.pci_id, m.model, m.architecture.label, m.compute_capability)
                        for slot, m in found)
-    return Decision(found_gpus, gpu_reason, route, branch_choice, flavour, ceiling, ngc)
+    return Decision(found_gpus, gpu_reason, route, branch_choice, flavour, ceiling, ngc, tuple(warnings),
+                    _ubuntu_driver(branch, flavour.value, release), key)

@@ -19,4 +19,6 @@ def format_decision(decision: Decision, title: str = "GPU preflight") -> Table:
                           ("CUDA ceiling", decision.cuda_ceiling),
                           ("NGC PyTorch tag", decision.ngc_pytorch_tag)):
         grid.add_row(label, choice.value if choice.value is not None else "-", choice.reason)
+    for warning in decision.warnings:
+        grid.add_row("Warning", "[yellow]check[/]", warning)
     return grid

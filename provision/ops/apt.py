@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from provision.errors import RoleError
 from provision.ops.base import REQUIRED, OpContext, Step, as_list, operation, q, sh_join, write_file_sh
+from provision.values import require
 
 SOURCE_DIR = "/etc/apt/sources.list.d"
 
@@ -17,6 +18,8 @@ def apt_packages(args: dict, ctx: OpContext) -> Step:
     specs = as_list(args["names"], "names", ctx.where)
     if args["version"]:
         specs = [f"{spec.split('=', 1)[0]}={args['version']}" for spec in specs]
+    require("package", specs, "apt_packages names", ctx.where, RoleError)
+    require("package", args["until_installed"], "apt_packages until_installed", ctx.where, RoleError)
     names = [spec.split("=", 1)[0] for spec in specs]
     if args["state"] == "absent":
         verb = "purge" if args["purge"] else "remove"
@@ -62,12 +65,19 @@ def apt_packages(args: dict, ctx: OpContext) -> Step:
 def apt_repo(args: dict, ctx: OpContext) -> Step:
     """An apt source with its signing key (signed-by), replacing other entries for the same URI."""
     where, name, uri = ctx.where, args["name"], args["uri"].rstrip("/")
+    require("name", name, "apt_repo name", where, RoleError)
+    require("url", uri, "apt_repo uri", where, RoleError)
+    require("url", args["key_url"], "apt_repo key_url", where, RoleError)
+    require("abspath", args["key_path"], "apt_repo key_path", where, RoleError)
+    require("abspath", args["remove_files"], "apt_repo remove_files", where, RoleError)
     if bool(args["key_url"]) == bool(args["key"]):
         raise RoleError(f"{where}: apt_repo {name} needs exactly one of key_url or key")
     key_path = args["key_path"] or f"/etc/apt/keyrings/{name}.{'gpg' if args['dearmor'] else 'asc'}"
     suites = as_list(args["suites"] or ctx.facts.get("os_codename", ""), "suites", where)
     components = as_list(args["components"], "components", where)
     arches = as_list(args["architectures"] or ctx.facts.get("arch", ""), "architectures", where)
+    for what, words in (("suites", suites), ("components", components), ("architectures", arches)):
+        require("word", words, f"apt_repo {what}", where, RoleError)
     if args["format"] == "deb822":
         source_path = f"{SOURCE_DIR}/{name}.sources"
         lines = ["Types: deb", f"URIs: {uri}", f"Suites: {' '.join(suites)}"]
@@ -131,3 +141,18 @@ def _key_sh(args: dict, key_path: str) -> str:
 def _stale_sources_sh(uri: str, own_path: str, legacy: list[str]) -> str:
     """Shell printing other source files (and legacy files) that would clash with ours."""
     return f"prov_stale_sources {q(uri)} {q(own_path)} {sh_join(legacy)}".rstrip()
+
+
+@operation("dpkg_repair")
+def dpkg_repair(args: dict, ctx: OpContext) -> Step:
+    """Finish a dpkg run that was cut short (killed apt, power cut, reboot), before any apt step.
+
+    Without it apt refuses every later run: "dpkg was interrupted, you must manually run
+    'dpkg --configure -a'". The compiler puts this step first in every plan that uses apt.
+    """
+    return Step(
+        check="! prov_dpkg_interrupted",
+        apply="prov_dpkg_repair",
+        ok_reason="dpkg was not interrupted",
+        change="repair an interrupted dpkg (dpkg --configure -a, then apt-get -f install)",
+    )

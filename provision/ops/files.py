@@ -6,6 +6,15 @@ import json
 from provision.errors import RoleError
 from provision.ops.base import (REQUIRED, OpContext, Step, file_state_check, octal_mode, operation, q,
                                 write_file_sh)
+from provision.values import require
+
+
+def _checked(args: dict, ctx: OpContext, path_key: str = "path") -> None:
+    """Paths, owners and groups are names on the host: refused unless of their kind."""
+    require("abspath", args[path_key], f"{path_key}", ctx.where, RoleError)
+    for key in ("owner", "group"):
+        if key in args:
+            require("user", args[key], key, ctx.where, RoleError)
 
 
 def _owner(args: dict) -> tuple[str, str]:
@@ -15,6 +24,7 @@ def _owner(args: dict) -> tuple[str, str]:
 @operation("directory", path=REQUIRED, mode="0755", owner="root", group="")
 def directory(args: dict, ctx: OpContext) -> Step:
     """A directory with this mode and ownership (parents created as needed)."""
+    _checked(args, ctx)
     path, mode = args["path"], octal_mode(args["mode"], ctx.where)
     owner, group = _owner(args)
     return Step(
@@ -40,6 +50,7 @@ def file_step(path: str, content: bytes, mode: str, owner: str, group: str) -> S
 @operation("file", path=REQUIRED, content=None, state="present", mode="0644", owner="root", group="")
 def file(args: dict, ctx: OpContext) -> Step:
     """A file with exactly this content, mode and ownership; or no file at all (state: absent)."""
+    _checked(args, ctx)
     path = args["path"]
     if args["state"] == "absent":
         return Step(check=f"[ ! -e {q(path)} ]", apply=f"rm -f {q(path)}",
@@ -53,6 +64,7 @@ def file(args: dict, ctx: OpContext) -> Step:
 @operation("template", src=REQUIRED, dest=REQUIRED, mode="0644", owner="root", group="")
 def template(args: dict, ctx: OpContext) -> Step:
     """A file rendered from the role's templates/ with the host's variables and facts."""
+    _checked(args, ctx, "dest")
     owner, group = _owner(args)
     content = ctx.render_template(args["src"]).encode()
     return file_step(args["dest"], content, octal_mode(args["mode"], ctx.where), owner, group)
@@ -61,6 +73,8 @@ def template(args: dict, ctx: OpContext) -> Step:
 @operation("line", path=REQUIRED, line=REQUIRED, regexp="", state="present", mode="0644")
 def line(args: dict, ctx: OpContext) -> Step:
     """One line in a file: replaces the lines matching `regexp` (ERE), else appended; or removed."""
+    _checked(args, ctx)
+    require("line", [args["line"], args["regexp"]], "line", ctx.where, RoleError)
     path, text, regexp = args["path"], str(args["line"]), args["regexp"]
     env = f"PROV_LINE={q(text)} PROV_RE={q(regexp)}"
     if args["state"] == "absent":
@@ -94,6 +108,7 @@ def json_merge(args: dict, ctx: OpContext) -> Step:
     """Merge keys into a JSON object file, keeping every key it does not name (never written whole)."""
     if not isinstance(args["data"], dict):
         raise RoleError(f"{ctx.where}: json_merge data must be a mapping, got {args['data']!r}")
+    _checked(args, ctx)
     path, mode = args["path"], octal_mode(args["mode"], ctx.where)
     patch = json.dumps(args["data"], indent=2) + "\n"
     write_patch = f"printf '%s' {q(patch)} > \"$prov_run/patch.json\""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from provision.errors import RoleError
 from provision.ops.base import REQUIRED, OpContext, Step, as_list, operation, q, sh_join
+from provision.values import require
 
 NO_SYSTEMD = "[ -d /run/systemd/system ] || { echo 'systemd is not running here: {what} left alone'; exit 77; }"
 
@@ -11,6 +12,7 @@ NO_SYSTEMD = "[ -d /run/systemd/system ] || { echo 'systemd is not running here:
 def group(args: dict, ctx: OpContext) -> Step:
     """A local group exists."""
     name = args["name"]
+    require("user", name, "group name", ctx.where, RoleError)
     return Step(
         check=f"getent group {q(name)} > /dev/null",
         apply=f"groupadd {'--system ' if args['system'] else ''}{q(name)}",
@@ -23,6 +25,7 @@ def group(args: dict, ctx: OpContext) -> Step:
 def group_member(args: dict, ctx: OpContext) -> Step:
     """Users belong to a group; with reconnect, the rest of the run uses a new login that has it."""
     users, grp = as_list(args["users"], "users", ctx.where), args["group"]
+    require("user", users + [grp], "group_member user or group", ctx.where, RoleError)
     member = "id -nG \"$prov_u\" | tr ' ' '\\n' | grep -qxF -- " + q(grp)
     return Step(
         check=f"for prov_u in {sh_join(users)}; do {member} || exit 1; done",
@@ -45,6 +48,7 @@ def command(args: dict, ctx: OpContext) -> Step:
     if args["unless"] is not None and args["unless_shell"] is not None:
         raise RoleError(f"{ctx.where}: command takes unless or unless_shell, not both")
     guards = []
+    require("abspath", args["creates"], "creates", ctx.where, RoleError)
     if args["creates"]:
         guards.append(f"[ -e {q(args['creates'])} ]")
     if args["unless"] is not None:
@@ -74,6 +78,7 @@ def _argv(value, what: str, where: str) -> str:
 def service(args: dict, ctx: OpContext) -> Step:
     """A systemd service started, stopped or restarted (restarted: for handlers); skipped without systemd."""
     name, state = args["name"], args["state"]
+    require("name", name, "service name", ctx.where, RoleError)
     guard = NO_SYSTEMD.replace("{what}", f"service {name}")
     checks, applies = [guard], []
     if state == "started":
@@ -104,6 +109,7 @@ def service(args: dict, ctx: OpContext) -> Step:
 def reboot(args: dict, ctx: OpContext) -> Step:
     """A reboot point: when `when_file` exists the run reboots the host here and continues after."""
     path = args["when_file"]
+    require("abspath", path, "reboot when_file", ctx.where, RoleError)
     return Step(
         check=f"[ ! -e {q(path)} ]",
         apply="true",

@@ -7,11 +7,10 @@ from typing import Callable
 
 from provision.errors import RecipeError
 from provision.ops.base import q
+from provision.pipeline.builddir import build_dir, ensure_sh, shell_path
 from provision.pipeline.recipes import Recipe, digest, render_context
 from provision.pipeline.registry import login_sh, registry_of
 from provision.pipeline.remote import Remote
-
-BUILD_ROOT = "$HOME/provision-build"
 
 
 @dataclass
@@ -21,16 +20,13 @@ class BuildResult:
     removed: list[str]
 
 
-def context_dir(recipe: Recipe) -> str:
-    return f"{BUILD_ROOT}/{recipe.name}"
-
-
 def sync_script(recipe: Recipe, remote: Remote, context: dict[str, bytes]) -> tuple[list[str], list[str], list[str]]:
-    """Shell lines that bring the builder's copy of the context to `context` (one round trip to compare hashes
-    first), leaving the shell in the context directory; the paths uploaded and removed."""
-    directory = context_dir(recipe)
-    listing = remote.run("listing the build context",
-                         f'cd "{directory}" 2>/dev/null && find . -type f -exec sha256sum {{}} + ; true')
+    """Shell lines that set $build_dir and bring its NAME/ to `context` (one round trip to compare hashes
+    first), leaving the shell in that directory; the paths uploaded and removed."""
+    root = build_dir(remote.host)
+    directory = f'"$build_dir"/{q(recipe.name)}'
+    listing = remote.run("listing the build context", f"build_dir={shell_path(root)}\n"
+                         f"cd {directory} 2>/dev/null && find . -type f -exec sha256sum {{}} + ; true")
     there = {}
     for line in listing:
         hash_, _, path = line.partition("  ")
@@ -38,7 +34,7 @@ def sync_script(recipe: Recipe, remote: Remote, context: dict[str, bytes]) -> tu
             there[path[2:]] = hash_
     changed = [path for path, content in context.items() if there.get(path) != digest(content)]
     stale = [path for path in there if path not in context]
-    script = [f'mkdir -p "{directory}" && cd "{directory}" || exit 1']
+    script = [ensure_sh(root), f"mkdir -p {directory} && cd {directory} || exit 1"]
     script += [f"rm -f {q(path)}" for path in stale]
     for path in changed:
         encoded = base64.encodebytes(context[path]).decode()

@@ -8,7 +8,7 @@ from typing import Callable
 from provision.errors import ProvisionError
 from provision.pipeline.build import build
 from provision.pipeline.recipes import load_recipe
-from provision.pipeline.registry import push
+from provision.pipeline.registry import parse_registry, push
 from provision.pipeline.remote import Remote
 from provision.pipeline.sif import build_sif
 from provision.ship import ship
@@ -29,22 +29,17 @@ def run_pipeline(name: str, builder: str, destination: str | None, inventory: Pa
     """build -> push (when a registry is given) -> sif -> ship (when a destination is given)."""
     recipe = load_recipe(name, images_dir)
     registry = registry or recipe.values.get("registry")
+    if registry:
+        parse_registry(registry)  # a malformed address is refused before any connection
     result = PipelineResult()
     stage = "build"
-    hints = {
-        "build": f"fix the recipe in images/{name}/ or the builder, then: invoke build {name} --on {builder}",
-        "push": f"check the login for {registry} (registry_logins of {builder}), then: invoke push {name} --on {builder}"
-                + (f" --registry {registry}" if registry else ""),
-        "sif": f"free space or fix apptainer on {builder}, then: invoke sif {name} --on {builder}",
-        "ship": f"then: invoke ship {builder}:~/provision-build/{name}.sif {destination} (it resumes)",
-    }
     try:
         with Remote(inventory, builder) as remote:
             result.image = build(recipe, remote, on_line).image
             result.stages.append(stage)
             if registry:
                 stage = "push"
-                result.pushed = push(recipe, remote, registry, on_line)
+                result.pushed = ", ".join(push(recipe, remote, registry, on_line))
                 result.stages.append(stage)
             stage = "sif"
             result.sif = build_sif(recipe, remote, on_line=on_line)
@@ -55,5 +50,12 @@ def run_pipeline(name: str, builder: str, destination: str | None, inventory: Pa
             result.stages.append(stage)
     except ProvisionError as exc:
         done = ", ".join(result.stages) or "nothing"
+        hints = {
+            "build": f"fix the recipe in images/{name}/ or the builder, then: invoke build {name} --on {builder}",
+            "push": f"check the login for {registry} (registry_logins of {builder}), then: invoke push {name} --on {builder}"
+                    + (f" --registry {registry}" if registry else ""),
+            "sif": f"free space or fix apptainer on {builder}, then: invoke sif {name} --on {builder}",
+            "ship": f"then: invoke ship {builder}:{result.sif} {destination} (it resumes)",
+        }
         raise PipelineError(f"pipeline {name}: {stage} failed (done: {done}): {exc}\nnext: {hints[stage]}") from None
     return result

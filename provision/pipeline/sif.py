@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from provision.errors import RecipeError
+from provision.errors import RecipeError, RemoteError
 from provision.ops.base import q
-from provision.pipeline.build import BUILD_ROOT, context_dir, sync_script
+from provision.pipeline.build import sync_script
+from provision.pipeline.builddir import build_dir, ensure_sh
 from provision.pipeline.recipes import Recipe, render_context
 from provision.pipeline.remote import Remote
 
@@ -14,15 +15,11 @@ SPACE_FACTOR = 2
 SOURCES = ("docker-daemon", "registry", "def")
 
 # APPTAINER_TMPDIR / APPTAINER_CACHEDIR as the apptainer role set them for every login (the build disk).
-_BUILD_DIRS = """
+_APPTAINER_DIRS = """
 eval "$(grep -E '^APPTAINER_(TMPDIR|CACHEDIR)=' /etc/environment 2>/dev/null | sed 's/^/export /')"
 export APPTAINER_TMPDIR="${APPTAINER_TMPDIR:-/var/tmp}"
-mkdir -p "%s" "$APPTAINER_TMPDIR" ${APPTAINER_CACHEDIR:+"$APPTAINER_CACHEDIR"} || exit 1
-""" % BUILD_ROOT
-
-
-def sif_path(recipe: Recipe) -> str:
-    return f"{BUILD_ROOT}/{recipe.name}.sif"
+mkdir -p "$APPTAINER_TMPDIR" ${APPTAINER_CACHEDIR:+"$APPTAINER_CACHEDIR"} || exit 1
+"""
 
 
 def choose_source(recipe: Recipe, source: str | None, from_registry: str | None) -> str:
@@ -42,7 +39,7 @@ def choose_source(recipe: Recipe, source: str | None, from_registry: str | None)
 
 def _room(need_kib: str) -> str:
     return f"""need={need_kib}
-for dir in "$APPTAINER_TMPDIR" "{BUILD_ROOT}"; do
+for dir in "$APPTAINER_TMPDIR" "$build_dir"; do
   free=$(df -Pk "$dir" | awk 'NR==2 {{print $4}}')
   if [ "$free" -lt "$need" ]; then
     echo "not enough room in $dir: $free KiB free, this SIF needs about $need KiB"
@@ -52,9 +49,9 @@ done
 """
 
 
-def _apptainer_login(registry: str, remote: Remote, nohttps: bool) -> tuple[str, list[str]]:
+def _apptainer_login(registry: str, remote: Remote) -> tuple[str, list[str]]:
     from provision.cluster.pull import login_script
-    script, secrets = login_script(registry, remote.host.vars, remote.host.name, nohttps)
+    script, secrets = login_script(registry, remote.host.vars, remote.host.name)
     return (script.replace("return 4", "exit 4") if script else ""), secrets
 
 
@@ -69,33 +66,35 @@ def build_sif(recipe: Recipe, remote: Remote, from_registry: str | None = None,
     Registry credentials (registry_logins) reach `apptainer registry login` on stdin only.
     """
     source = choose_source(recipe, source, from_registry)
-    out = sif_path(recipe)
+    out = f'"$build_dir"/{q(recipe.name + ".sif")}'
     flag = " --nohttps" if nohttps else ""
     registry = (from_registry or "").rstrip("/")
     secrets: list[str] = []
-    script = [_BUILD_DIRS, 'runtime=$(command -v apptainer || command -v singularity) || '
+    script = [ensure_sh(build_dir(remote.host)), _APPTAINER_DIRS, 'runtime=$(command -v apptainer || command -v singularity) || '
                            '{ echo "no apptainer on $(hostname)"; exit 127; }']
     if source == "docker-daemon":
         image = f"docker-daemon:{recipe.image}"
         script.append(f"size=$(docker image inspect --format '{{{{.Size}}}}' {q(recipe.image)}) || "
                       f"{{ echo \"no image {recipe.image} on this builder: run invoke build first\"; exit 1; }}")
         script.append(_room(f"$(( size * {SPACE_FACTOR} / 1024 ))"))
-        build = f'"$runtime" build{flag} --force "{out}" {q(image)} 2>&1 || exit 1'
+        build = f'"$runtime" build{flag} --force {out} {q(image)} 2>&1 || exit 1'
     elif source == "registry":
         image = f"docker://{registry}/{recipe.image}"
-        login, secrets = _apptainer_login(registry.split("/", 1)[0], remote, nohttps)
+        login, secrets = _apptainer_login(registry.split("/", 1)[0], remote)
         script += [login, _room("1048576")]  # the size is unknown before the pull: at least 1 GiB free
-        build = f'"$runtime" build{flag} --force "{out}" {q(image)} 2>&1 || exit 1'
+        build = f'"$runtime" build{flag} --force {out} {q(image)} 2>&1 || exit 1'
     else:
         bootstrap = ("docker", f"{registry}/{recipe.image}") if registry else None
         context = {path: content for path, content in render_context(recipe, bootstrap).items() if path != "Dockerfile"}
         sync, _, _ = sync_script(recipe, remote, context)
         base_registry = (bootstrap[1] if bootstrap else recipe.values["base"]).split("/", 1)[0]
-        login, secrets = _apptainer_login(base_registry, remote, nohttps)
-        image = f"{context_dir(recipe)}/apptainer.def"
+        login, secrets = _apptainer_login(base_registry, remote)
+        image = f"$build_dir/{recipe.name}/apptainer.def"
         script += [login, *sync, _room("1048576")]
-        build = f'"$runtime" build{flag} --force "{out}" apptainer.def 2>&1 || exit 1'
-    script += [f'echo "== provision: apptainer build {out} from {image} (tmp $APPTAINER_TMPDIR)"', build,
-               f'sha256sum "{out}"']
+        build = f'"$runtime" build{flag} --force {out} apptainer.def 2>&1 || exit 1'
+    script += [f'echo "== provision: apptainer build $build_dir/{recipe.name}.sif from {image} '
+               f'(tmp $APPTAINER_TMPDIR)"', build, f"sha256sum {out}"]
     lines = remote.run(f"apptainer build {recipe.name}.sif", "\n".join(filter(None, script)) + "\n", on_line, secrets)
-    return lines[-1].split()[1] if lines and len(lines[-1].split()) == 2 else out
+    if not lines or len(lines[-1].split()) != 2:
+        raise RemoteError(f"apptainer build {recipe.name}.sif on {remote.host.name}: no sha256sum line at the end")
+    return lines[-1].split()[1]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from provision.inventory import Host, Inventory
 from provision.errors import ShipError
+from provision.retry import DEFAULT_RETRIES
 
 # Fast AEAD ciphers first; the rest of the list keeps working with servers that lack them.
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
@@ -22,6 +23,8 @@ class SshOptions:
     connect_timeout: int = 10
     alive_interval: int = 2
     alive_count: int = 3
+    connect_retries: int = DEFAULT_RETRIES  # more attempts when ssh fails to connect for a passing reason
+    retry_backoff: float = 1.0              # seconds before the first retry; doubles each time
 
     @property
     def link_timeout(self) -> float:
@@ -39,6 +42,7 @@ class Hop:
     port: int | None
     key: str | None
     gateway: Hop | None
+    proxy_command: str | None = None
 
 
 def resolve_hop(host: Host, inventory: Inventory, depth: int = 0) -> Hop:
@@ -56,7 +60,7 @@ def resolve_hop(host: Host, inventory: Inventory, depth: int = 0) -> Hop:
             port = int(spec["port"]) if spec["port"] else None
             gateway = Hop(str(host.gateway), spec["host"], spec["user"], port, host.ssh_key, None)
     key = os.path.expanduser(str(host.ssh_key)) if host.ssh_key else None
-    return Hop(host.name, host.address, host.user, host.port, key, gateway)
+    return Hop(host.name, host.address, host.user, host.port, key, gateway, host.proxy_command)
 
 
 def ssh_argv(hop: Hop, inventory: Inventory, options: SshOptions, remote_command: str | None = None,
@@ -81,6 +85,8 @@ def ssh_argv(hop: Hop, inventory: Inventory, options: SshOptions, remote_command
         argv += ["-p", str(hop.port)]
     if hop.gateway:
         argv += ["-o", "ProxyCommand=" + proxy_command(hop.gateway, inventory, options)]
+    elif hop.proxy_command:  # the inventory's own ProxyCommand (ansible_ssh_common_args), as ssh takes it
+        argv += ["-o", "ProxyCommand=" + hop.proxy_command]
     if forward:
         argv += ["-W", forward]
     argv += ["--", hop.address]

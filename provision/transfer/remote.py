@@ -26,8 +26,9 @@ for pidfile in ".$name".*.ship-part.pids; do
     [ $alive = no ] && break
     sleep 0.1; i=$((i + 1))
   done
-  rm -f -- "$pidfile"
+  rm -f -- "$pidfile" "$pidfile.tail"
 done
+rm -f -- ".$name".*.ship-part.sum
 for old in ".$name".*.ship-part; do
   [ -f "$old" ] && [ "$old" != "$part" ] && rm -f -- "$old"
 done
@@ -40,8 +41,11 @@ echo "dir=$(pwd -P)"
 '''
 
 # $1 directory, $2 final name, $3 source tag, $4 size, $5 offset, $6 hasher. Reads size-offset bytes
-# then one line with the sender's sha256; hashes the kept prefix and the new bytes as they are
-# written; renames to the final name only when the hashes match, then writes the sidecar.
+# then one line with the sender's sha256; renames to the final name only when the sha256 of the
+# whole file matches, then writes the sidecar. A fresh file is hashed as it is written (tee). A
+# resumed one is hashed from the file itself by a `tail -f` that reads the kept part while the rest
+# arrives and follows the new bytes as they land: the kept part is verified at disk speed alongside
+# the transfer, not read before it (and what is hashed is what is on disk, not what went by).
 RECEIVE_SCRIPT = r'''
 set -u
 dir=$1 name=$2 part=".$2.$3.ship-part" size=$4 offset=$5
@@ -55,9 +59,23 @@ if [ "$offset" -eq 0 ]; then : > "$part" || exit 3
 elif [ "$have" -gt "$offset" ]; then truncate -s "$offset" -- "$part" || exit 3; fi
 pids="$part.pids"
 echo $$ > "$pids"
-got=$( { head -c "$offset" -- "$part"
-         sh -c 'echo $$ >> "$0"; exec head -c "$1"' "$pids" $((size - offset)) |
-         sh -c 'echo $$ >> "$0"; exec tee -a -- "$1"' "$pids" "$part"; } | $hasher )
+if [ "$offset" -eq 0 ]; then
+  got=$(sh -c 'echo $$ >> "$0"; exec head -c "$1"' "$pids" "$size" |
+        sh -c 'echo $$ >> "$0"; exec tee -a -- "$1"' "$pids" "$part" | $hasher)
+else
+  exec 3<&0
+  sh -c 'echo $$ >> "$0"; echo $$ > "$0.tail"; exec tail -c +1 -s 0.2 -f -- "$1"' "$pids" "$part" |
+    head -c "$size" | $hasher > "$part.sum" &
+  hashing=$!
+  sh -c 'echo $$ >> "$0"; exec head -c "$1" >> "$2"' "$pids" $((size - offset)) "$part" <&3
+  [ "$(stat -c %s -- "$part")" -eq "$size" ] && wait "$hashing"
+  i=0
+  while [ ! -s "$pids.tail" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  kill "$(cat -- "$pids.tail")" 2>/dev/null
+  wait "$hashing"
+  got=$(cat -- "$part.sum")
+  rm -f -- "$part.sum" "$pids.tail"
+fi
 IFS= read -r expected || expected=
 rm -f -- "$pids"
 got=${got%% *}

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from provision.inventory import Inventory
-from provision.errors import ShipError
+from provision.errors import ShipError, TransientConnectError
+from provision.pipeline.builddir import build_dir
+from provision.retry import openssh_transient
 from provision.transfer.openssh import SshOptions, resolve_hop, sh_command, ssh_argv
 
 CHUNK = 4 << 20  # bytes per read: large enough that the per-call costs vanish against hashing
@@ -34,12 +36,15 @@ class Source:
         """A short name for this version of the source, part of the partial file's name."""
         return hashlib.sha256(self.identity.encode()).hexdigest()[:12]
 
-    def chunks(self) -> Iterator[bytes]:
-        """The file's bytes from the start, CHUNK at a time; ShipError when the read fails."""
+    def chunks(self, start: int = 0) -> Iterator[bytes]:
+        """The file's bytes from `start` (a local file; a builder's from 0), CHUNK at a time; ShipError when the read fails."""
         if self.builder_command is None:
             with open(self.path, "rb") as stream:
-                yield from _read_all(stream, self.size, self.label)
+                stream.seek(start)
+                yield from _read_all(stream, self.size - start, self.label)
             return
+        if start:
+            raise ShipError(f"{self.label}: a builder's file is read from its start")
         command = self.builder_command + [sh_command('exec cat -- "$1"', self.path)]
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -73,6 +78,8 @@ def _read_all(stream: BinaryIO, size: int, label: str) -> Iterator[bytes]:
 
 def _run(argv: list[str], label: str) -> str:
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    if openssh_transient(done.returncode, done.stderr):  # the builder did not answer yet: ship tries again
+        raise TransientConnectError(f"{label}: ssh failed: {done.stderr.strip()[-300:]}")
     if done.returncode != 0:
         raise ShipError(f"{label}: {shlex.join(argv[-1:])} failed with exit {done.returncode}: "
                         f"{done.stderr.strip()[-300:]}")
@@ -80,11 +87,16 @@ def _run(argv: list[str], label: str) -> str:
 
 
 def open_source(source: str, inventory: Inventory, options: SshOptions) -> Source:
-    """A local file, or `BUILDER:PATH` when BUILDER is an inventory host and no local file has that name."""
+    """A local file, or `BUILDER:PATH` when BUILDER is an inventory host and no local file has that name.
+
+    PATH is absolute, relative to the builder's home, or a bare name in its build_dir (NAME.sif).
+    """
     builder, sep, remote_path = source.partition(":")
     if sep and builder in inventory.host_vars and not os.path.exists(source):
         if not remote_path:
             raise ShipError(f"{source}: no path after the builder name")
+        if "/" not in remote_path:  # a bare file name is in the builder's build_dir
+            remote_path = f"{build_dir(inventory.host(builder)).rstrip('/')}/{remote_path}"
         if remote_path.startswith("~/"):
             remote_path = remote_path[2:]  # ssh runs commands in the home directory
         hop = resolve_hop(inventory.host(builder), inventory)
