@@ -37,12 +37,12 @@ def choose_source(recipe: Recipe, source: str | None, from_registry: str | None)
     return source
 
 
-def _room(need_kib: str) -> str:
+def _room(need_kib: str, what: str = "this SIF") -> str:
     return f"""need={need_kib}
 for dir in "$APPTAINER_TMPDIR" "$build_dir"; do
   free=$(df -Pk "$dir" | awk 'NR==2 {{print $4}}')
   if [ "$free" -lt "$need" ]; then
-    echo "not enough room in $dir: $free KiB free, this SIF needs about $need KiB"
+    echo "not enough room in $dir: $free KiB free, {what} needs about $need KiB"
     exit 3
   fi
 done
@@ -76,7 +76,7 @@ def build_sif(recipe: Recipe, remote: Remote, from_registry: str | None = None,
         image = f"docker-daemon:{recipe.image}"
         script.append(f"size=$(docker image inspect --format '{{{{.Size}}}}' {q(recipe.image)}) || "
                       f"{{ echo \"no image {recipe.image} on this builder: run invoke build first\"; exit 1; }}")
-        script.append(_room(f"$(( size * {SPACE_FACTOR} / 1024 ))"))
+        script.append(_room(f"$(( size * {SPACE_FACTOR} / 1024 ))", f"a SIF of {recipe.image}"))
         build = f'"$runtime" build{flag} --force {out} {q(image)} 2>&1 || exit 1'
     elif source == "registry":
         image = f"docker://{registry}/{recipe.image}"
