@@ -235,9 +235,13 @@ def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
     _or_fail(body)
 
 
-@task(help={"name": "recipe in images/NAME/", "on": "builder host", "from_registry": "build from this registry (docker://) instead of the docker daemon",
-            "inventory": "inventory directory"})
-def sif(c, name, on, from_registry=None, inventory=INVENTORY):
+@task(auto_shortflags=False, help={
+    "name": "recipe in images/NAME/", "on": "builder host",
+    "from_": "docker-daemon (the image invoke build made), registry (--from-registry) or def (apptainer.def.j2); "
+             "default: registry with --from-registry, else docker-daemon, else def",
+    "from_registry": "registry holding NAME:TAG (pushed earlier); with --from def the definition bootstraps from it",
+    "nohttps": "the registry speaks plain http", "inventory": "inventory directory"})
+def sif(c, name, on, from_=None, from_registry=None, nohttps=False, inventory=INVENTORY):
     """Build ~/provision-build/NAME.sif on the builder with apptainer (room checked first)."""
     from provision.pipeline.recipes import load_recipe
     from provision.pipeline.remote import Remote
@@ -245,7 +249,8 @@ def sif(c, name, on, from_registry=None, inventory=INVENTORY):
 
     def body():
         with Remote(Path(inventory), on) as remote:
-            console.print(f"built {on}:{build_sif(load_recipe(name), remote, from_registry, _lines)}")
+            path = build_sif(load_recipe(name), remote, from_registry, _lines, from_, nohttps)
+            console.print(f"built {on}:{path}")
     _or_fail(body)
 
 
@@ -280,18 +285,72 @@ def _after_double_dash() -> list[str]:
     return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
 
 
-@task(iterable=["bind"], help={
+JOB_OPTION_HELP = {
+    "cpus_per_task": "sbatch --cpus-per-task", "nodes": "sbatch --nodes", "ntasks_per_node": "sbatch --ntasks-per-node",
+    "mem": "sbatch --mem, e.g. 16G", "account": "sbatch --account", "qos": "sbatch --qos",
+    "constraint": "sbatch --constraint", "no_requeue": "sbatch --no-requeue",
+}
+
+
+def _job_options(**given) -> dict:
+    """The job options given on the command line (defaults: the recipe's slurm:, the host's slurm_job_defaults)."""
+    return {key: value for key, value in given.items() if value not in (None, False)}
+
+
+# auto_shortflags off: with this many flags invoke would hand out "-" itself, and `--` would be read as a flag.
+@task(iterable=["bind"], auto_shortflags=False, help={
     "name": "recipe name (its NAME.sif in the host's sif_dir), a local .sif, or a path on the cluster",
     "host": "cluster login host", "partition": "Slurm partition", "gpus": "GPUs for the job (adds --nv)",
     "time": "time limit, e.g. 2:00:00", "bind": "SRC:DST to bind into the container; repeatable",
-    "inventory": "inventory directory"})
-def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, inventory=INVENTORY):
-    """sbatch `apptainer exec` of a shipped SIF through the bastion: invoke submit NAME HOST [...] -- CMD."""
+    "inventory": "inventory directory", **JOB_OPTION_HELP})
+def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, cpus_per_task=None, nodes=None,
+           ntasks_per_node=None, mem=None, account=None, qos=None, constraint=None, no_requeue=False,
+           inventory=INVENTORY):
+    """sbatch `apptainer exec` of a SIF on the cluster through the bastion: invoke submit NAME HOST [...] -- CMD."""
     from provision.cluster.jobs import submit as submit_job
 
+    chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
+                          account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
     result = _or_fail(lambda: submit_job(name, host, Path(inventory), partition, _whole(gpus, "--gpus", 0), time,
-                                             tuple(bind or ()), tuple(_after_double_dash())))
+                                         tuple(bind or ()), tuple(_after_double_dash()), options=chosen))
     console.print(result.summary())
+
+
+@task(auto_shortflags=False, help={
+    "source": "docker://REGISTRY/REPO:TAG, or a recipe name pushed earlier (its registry:)", "host": "cluster login host",
+    "name": "SIF name in the host's sif_dir (default as apptainer pull: REPO_TAG)",
+    "on_login": "pull on the login node instead of in a Slurm job", "no_wait": "submit the job and return",
+    "nohttps": "the registry speaks plain http", "partition": "Slurm partition", "time": "time limit for the job",
+    "inventory": "inventory directory", **JOB_OPTION_HELP})
+def pull(c, source, host, name=None, on_login=False, no_wait=False, nohttps=False, partition=None, time=None,
+         cpus_per_task=None, nodes=None, ntasks_per_node=None, mem=None, account=None, qos=None, constraint=None,
+         no_requeue=False, inventory=INVENTORY):
+    """apptainer pull on the cluster as a Slurm job (credentials on stdin of registry login first); records sha256."""
+    from provision.cluster.pull import pull as pull_sif
+
+    chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
+                          account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
+    console.print(_or_fail(lambda: pull_sif(source, host, Path(inventory), name, on_login, not no_wait, nohttps,
+                                            partition, time, chosen, on_line=_lines)).summary())
+
+
+@task(iterable=["bind"], auto_shortflags=False, help={
+    "name": "recipe name (its NAME.sif in sif_dir), a local .sif, or a path on the cluster", "host": "cluster login host",
+    "on_login": "on the login node instead of a compute node (srun --pty)", "partition": "Slurm partition",
+    "gpus": "GPUs (the SIF always runs with --nv)", "time": "time limit", "bind": "SRC[:DST[:ro]]; repeatable",
+    "inventory": "inventory directory", **JOB_OPTION_HELP})
+def shell(c, name, host, on_login=False, partition=None, gpus=None, time=None, bind=None, cpus_per_task=None,
+          nodes=None, ntasks_per_node=None, mem=None, account=None, qos=None, constraint=None, no_requeue=False,
+          inventory=INVENTORY):
+    """A shell in the SIF on a compute node (or the login node) on a real terminal: invoke shell NAME HOST [-- CMD]."""
+    from provision.cluster.shell import shell as run_shell
+
+    chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
+                          account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
+    status = _or_fail(lambda: run_shell(name, host, Path(inventory), tuple(_after_double_dash()), not on_login,
+                                        partition, gpus, time, tuple(bind or ()), chosen))
+    if status:
+        raise Exit(code=status)
 
 
 @task(help={"host": "cluster login host", "inventory": "inventory directory"})
@@ -312,20 +371,23 @@ def logs(c, job, host, follow=False, inventory=INVENTORY):
     console.print(f"job {result.job_id}: {result.state} ({result.output_path})", style="dim")
 
 
-@task(help={"name": "recipe whose start script serves the notebook", "host": "cluster login host",
-            "port": "port (default: the recipe's first port)", "stop": "stop it instead",
-            "on_node": "run it as a Slurm job on a compute node", "partition": "partition for --on-node",
-            "gpus": "GPUs for --on-node", "inventory": "inventory directory"})
-def notebook(c, name, host, port=None, stop=False, on_node=False, partition=None, gpus=None, inventory=INVENTORY):
-    """Start a recipe's notebook as an Apptainer instance (or a job) and print the SSH tunnel to reach it."""
+@task(iterable=["bind"], help={
+    "name": "recipe name (its NAME.sif in sif_dir), or a .sif path on the cluster", "host": "cluster login host",
+    "port": "port (default: the recipe's first port); the command finds it in $NOTEBOOK_PORT",
+    "command": "command line to serve the notebook (default: the recipe's start: line)",
+    "bind": "SRC[:DST[:ro]] to bind into the container; repeatable", "stop": "stop it instead",
+    "on_node": "run it as a Slurm job on a compute node", "partition": "partition for --on-node",
+    "gpus": "GPUs for --on-node", "time": "time limit for --on-node, e.g. 4:00:00", "inventory": "inventory directory"})
+def notebook(c, name, host, port=None, command=None, bind=None, stop=False, on_node=False, partition=None, gpus=None,
+             time=None, inventory=INVENTORY):
+    """Start a notebook in a SIF (an Apptainer instance on the login host, or a job) and print the SSH tunnel to it."""
     from provision.cluster.notebook import notebook as run_notebook
 
     result = _or_fail(lambda: run_notebook(name, host, Path(inventory), _whole(port, "--port", 1), stop,
-                                               on_node=on_node, partition=partition,
-                                               gpus=_whole(gpus, "--gpus", 0)))
+                                               command=command, on_node=on_node, partition=partition,
+                                               gpus=_whole(gpus, "--gpus", 0), time=time, binds=tuple(bind or ())))
     console.print(result.summary())
 
 
-namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, launch, userdata_status, build, push, sif,
-                       ship_task, pipeline, submit, jobs, logs,
-                       notebook, lab)
+namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, launch, userdata_status, build, push,
+                       sif, ship_task, pipeline, submit, jobs, logs, notebook, pull, shell, lab)

@@ -1,7 +1,10 @@
 """Slurm on real lab hosts: jobs from shipped SIFs through a gateway, Slurm's refusals in one line, notebooks."""
+import hashlib
 import os
+import shlex
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -11,22 +14,25 @@ from rich.console import Console
 
 from provision.cluster.jobs import jobs, logs, submit
 from provision.cluster.notebook import notebook
+from provision.cluster.pull import pull
 from provision.cluster.slurm import ClusterError
 from provision.lab import slurm
 from provision.lab.lab import Lab
+from provision.lab.rootfs import APPTAINER_FLAVOUR
 from provision.ship import ship
 
 pytestmark = pytest.mark.lab
 
 GW, LOGIN, NODES = "clgw", "clhpc", ("clnode1", "clnode2")
 SIF_DIR = "/shared/containers"
-REPOS_DIR = Path("/var/cache/provision-lab/standin-repos")
-APPTAINER_KEY = "/etc/apt/keyrings/lab-apptainer.asc"
 PORT = 9931
 # The image: busybox, and a script that says where it runs and that it runs inside the SIF.
 WHERE_SCRIPT = """#!/bin/sh
 echo "inside=$(cat /etc/image-id) host=$(hostname) args=$*"
 """
+PULL_USER, PULL_PASSWORD = "puller", "lab-pull-pw-5f3a9c"
+# The host's job_setup: a stand-in for Lmod's `module` (the lab has none), then the line sites use.
+JOB_SETUP = ['module() { echo "module $* (job setup ran)"; }', "module load apptainer"]
 
 
 def listening(lab: Lab, name: str, port: int) -> bool:
@@ -47,22 +53,9 @@ def cluster():
         pytest.skip("the lab needs root")
     if not shutil.which("iptables"):
         pytest.skip("iptables is needed to confine the login host to its gateway")
-    from tests.standins import build_standin_repos, serve
     lab = Lab()
-    gw, login, *_ = lab.up([GW, LOGIN, *NODES])
-    repos = build_standin_repos(REPOS_DIR)
-    server = serve(REPOS_DIR)
-    try:
-        for name in (LOGIN, *NODES):
-            root = lab.rootfs(name)
-            (root / APPTAINER_KEY.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            (root / APPTAINER_KEY.lstrip("/")).write_text(repos.apptainer.key_file.read_text())
-            (root / "etc/apt/sources.list.d/lab-apptainer.list").write_text(
-                repos.apptainer.sources[0].one_line(repos.base_url, APPTAINER_KEY))
-            slurm.install_packages(lab, name, (*slurm.PACKAGES, "apptainer", "busybox-static"))
-            slurm.install_apptainer_shim(lab, name)
-    finally:
-        server.stop()
+    gw, = lab.up([GW])
+    login, *_ = lab.up([LOGIN, *NODES], flavour=APPTAINER_FLAVOUR)  # Debian's own Apptainer, Slurm, munge
     made = slurm.SlurmCluster(
         LOGIN, NODES, lab.state_dir / "shared" / "cltest",
         partitions=(slurm.Partition("debug", NODES, "01:00:00", default=True),
@@ -73,6 +66,7 @@ def cluster():
     for stale in [*made.shared_dir.rglob("*.out"), *made.shared_dir.rglob("*.sbatch")]:
         stale.unlink()
     slurm.ensure_cluster(lab, made)
+    slurm.share_home(lab, made, lab.state_dir / "shared" / "cltest-home")
     netns = lab.host(LOGIN).netns
     subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], check=True)
     subprocess.run(["ip", "netns", "exec", netns, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22",
@@ -83,14 +77,24 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def inventory(cluster, tmp_path_factory) -> Path:
-    """clhpc as ubuntu behind clgw, its sif_dir on the shared file system."""
+def registry(cluster) -> str:
+    """The lab registry (plain http) with a password login for PULL_USER."""
+    lab, _ = cluster
+    return lab.registry({PULL_USER: PULL_PASSWORD})
+
+
+@pytest.fixture(scope="module")
+def inventory(cluster, registry, tmp_path_factory) -> Path:
+    """clhpc as ubuntu behind clgw, its sif_dir on the shared file system, a registry login, job setup lines."""
     lab, _ = cluster
     directory = tmp_path_factory.mktemp("inventory")
     shutil.copy(lab.known_hosts_path, directory / "known_hosts")
+    login = {"username": PULL_USER, "password": {"secret_env": "LAB_PULL_PASSWORD"}}
     hosts = {"all": {"vars": {"ssh_key": str(lab.client_key)}, "children": {
         "hpc": {"hosts": {LOGIN: {"ansible_host": lab.host(LOGIN).address, "ansible_user": "ubuntu",
-                                  "gateway": GW, "sif_dir": SIF_DIR}}},
+                                  "gateway": GW, "sif_dir": SIF_DIR, "registry_logins": {registry: login},
+                                  "job_setup": JOB_SETUP, "apptainer_cachedir": "/shared/scratch/cache",
+                                  "apptainer_tmpdir": "/shared/scratch/tmp"}}},
         "gw": {"hosts": {GW: {"ansible_host": lab.host(GW).address, "ansible_user": "root"}}}}}}
     (directory / "inventory.yml").write_text(yaml.safe_dump(hosts))
     return directory
@@ -98,7 +102,7 @@ def inventory(cluster, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_sif(cluster, inventory, tmp_path_factory) -> Path:
-    """A genuine SIF built by the Apptainer stand-in on the login host, copied here, then shipped back with ship."""
+    """A SIF built by Apptainer itself on the login host, copied here, then shipped back with ship."""
     lab, _ = cluster
     lab.exec(LOGIN, "rm -rf /tmp/tiny && mkdir -p /tmp/tiny/bin /tmp/tiny/etc /tmp/tiny/usr/local/bin && "
                     "cp /bin/busybox /tmp/tiny/bin/busybox && ln -s busybox /tmp/tiny/bin/sh && "
@@ -253,3 +257,146 @@ def test_the_invoke_tasks_submit_follow_logs_and_refuse_in_one_line(cluster, inv
     refused = invoke("submit", "tiny", LOGIN, "--partition", "gpux", "--inventory", str(inventory), "--", "true")
     assert refused.returncode == 2
     assert "invalid partition specified: gpux" in refused.stdout and "Traceback" not in refused.stdout + refused.stderr
+
+
+def test_submit_options_reach_slurm_and_job_setup_runs_before_apptainer(cluster, inventory, tiny_sif):
+    lab, _ = cluster
+    result = submit("tiny", LOGIN, inventory, partition="short", command=["where", "options"],
+                    options={"cpus_per_task": 2, "no_requeue": True, "mem": "100M"})
+    shown = lab.exec(LOGIN, f"scontrol show job {result.job_id}").stdout
+    assert "NumCPUs=2" in shown and "CPUs/Task=2" in shown and "Requeue=0" in shown and "MinMemoryNode=100M" in shown
+    lines: list[str] = []
+    assert logs(result.job_id, LOGIN, inventory, follow=True, on_line=lines.append, poll=0.5).state == "COMPLETED"
+    ran = [line for line in lines if "job setup ran" in line or line.startswith("inside=")]
+    assert ran == ["module load apptainer (job setup ran)", f"inside=tiny-image host={NODES[0]} args=options"], lines
+
+
+def test_a_sif_copied_by_hand_is_hashed_there_recorded_and_submitted(cluster, inventory, tiny_sif):
+    lab, made = cluster
+    by_hand = made.shared_dir / "byhand"
+    by_hand.mkdir(exist_ok=True)
+    os.chown(by_hand, *(made.shared_dir.stat().st_uid, made.shared_dir.stat().st_gid))  # the user's own directory
+    shutil.copy(tiny_sif, by_hand / "copied.sif")
+    (by_hand / ".copied.sif.sha256").unlink(missing_ok=True)
+    result = submit("/shared/byhand/copied.sif", LOGIN, inventory, command=["where", "by hand"])
+    record = (by_hand / ".copied.sif.sha256").read_text().split()
+    assert record[0] == result.sha256 == hashlib.sha256(tiny_sif.read_bytes()).hexdigest()
+    lines: list[str] = []
+    logs(result.job_id, LOGIN, inventory, follow=True, on_line=lines.append, poll=0.5)
+    assert any(line.startswith("inside=tiny-image") and line.endswith("args=by hand") for line in lines), lines
+
+
+def _argv_sampler(password: str, stop: threading.Event, seen: list[str], samples: list[int]) -> None:
+    """Every process of this machine (every lab host's among them) has its argv read, again and again."""
+    while not stop.is_set():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if password in argv:
+                seen.append(argv)
+        samples[0] += 1
+
+
+@pytest.fixture(scope="module")
+def pushed(cluster, registry) -> str:
+    """lab/pulled:1 in the lab registry: busybox, /etc/image-id and `where` (pushed with the registry's API)."""
+    from tests.oci_push import push_image
+    lab, _ = cluster
+    busybox = (lab.rootfs(LOGIN) / "bin/busybox").read_bytes()
+    push_image(registry, PULL_USER, PULL_PASSWORD, "lab/pulled", "1",
+               {"bin/busybox": (busybox, 0o755), "etc/image-id": (b"pulled-image\n", 0o644),
+                "usr/local/bin/where": (WHERE_SCRIPT.encode(), 0o755)},
+               {f"bin/{tool}": "busybox" for tool in ("sh", "cat", "hostname", "echo", "httpd", "chmod")}, ["where"])
+    return f"{registry}/lab/pulled:1"
+
+
+def test_pull_from_the_password_protected_registry_as_a_job_keeps_the_password_out_of_sight(
+        cluster, inventory, registry, pushed, tiny_sif, monkeypatch):
+    lab, made = cluster
+    monkeypatch.setenv("LAB_PULL_PASSWORD", PULL_PASSWORD)
+    stop, seen, samples = threading.Event(), [], [0]
+    sampler = threading.Thread(target=_argv_sampler, args=(PULL_PASSWORD, stop, seen, samples))
+    sampler.start()
+    lines: list[str] = []
+    try:
+        result = pull(f"docker://{registry}/lab/pulled:1", LOGIN, inventory, nohttps=True, partition="debug",
+                      on_line=lines.append, poll=0.5)
+    finally:
+        stop.set()
+        sampler.join()
+    assert seen == [] and samples[0] > 3
+    assert result.job_id.isdigit() and result.sif_path == f"{SIF_DIR}/pulled_1.sif"
+    there = lab.exec(LOGIN, f"sha256sum {SIF_DIR}/pulled_1.sif").stdout.split()[0]
+    assert result.sha256 == there and f"sha256={there}" in lines
+    node = lab.exec(LOGIN, f"scontrol show job {result.job_id}").stdout
+    assert "BatchHost=clnode" in node
+    script = next(made.shared_dir.glob("containers/pull-pulled_1-*.sbatch")).read_text()
+    assert PULL_PASSWORD not in script and '"$runtime" pull $flag --force' in script
+    for name, command in ((LOGIN, f"scontrol show job -dd {result.job_id}; scontrol write batch_script {result.job_id} -"),
+                          (LOGIN, "grep -r -l -F -e " + shlex.quote(PULL_PASSWORD) + " /var/spool/slurmctld || true"),
+                          *((node_name, "grep -r -l -F -e " + shlex.quote(PULL_PASSWORD) + " /var/spool/slurmd || true")
+                            for node_name in NODES)):
+        shown = lab.exec(name, command, check=False)
+        assert PULL_PASSWORD not in shown.stdout + shown.stderr and not shown.stdout.strip().startswith("/var/spool")
+    submitted = submit("pulled_1", LOGIN, inventory, command=["where", "pulled"])
+    out: list[str] = []
+    logs(submitted.job_id, LOGIN, inventory, follow=True, on_line=out.append, poll=0.5)
+    assert any(line.startswith("inside=pulled-image") and line.endswith("args=pulled") for line in out), out
+
+
+def test_shell_runs_a_command_on_a_terminal_on_a_compute_host_and_returns_its_status(cluster, inventory, tiny_sif,
+                                                                                    tmp_path):
+    from provision.cluster.shell import shell
+    out = tmp_path / "out"
+    with open(out, "wb") as sink:
+        status = shell("tiny", LOGIN, inventory, ["sh", "-c", "test -t 0 && test -t 1 && echo tty=yes host=$(hostname); "
+                                                              "exit 7"],
+                       partition="short", stdin=subprocess.DEVNULL, stdout=sink)
+    assert status == 7
+    assert f"tty=yes host={NODES[0]}" in out.read_text(errors="replace")
+
+
+def test_a_recipe_with_only_a_definition_builds_with_apptainer_and_its_notebook_listens(
+        cluster, inventory, pushed, tmp_path, monkeypatch):
+    from provision.pipeline.recipes import load_recipe
+    from provision.pipeline.remote import Remote
+    from provision.pipeline.sif import build_sif
+    from tests.helpers import write
+    lab, _ = cluster
+    monkeypatch.setenv("LAB_PULL_PASSWORD", PULL_PASSWORD)
+    write(tmp_path / "defnb" / "recipe.yml", f"""
+        name: defnb
+        tag: "1"
+        base: {pushed}
+        gpu_architectures: [volta]
+        files: {{serve.sh: /usr/local/bin/serve}}
+        ports: [{PORT + 2}]
+        start: sh /usr/local/bin/serve
+    """)
+    write(tmp_path / "defnb" / "serve.sh", '#!/bin/sh\nexec httpd -f -p "$NOTEBOOK_PORT"\n')
+    write(tmp_path / "defnb" / "apptainer.def.j2", """
+        Bootstrap: {{ bootstrap }}
+        From: {{ bootstrap_from }}
+
+        %files
+        {% for src, dest in files.items() %}
+            {{ src }} {{ dest }}
+        {% endfor %}
+
+        %runscript
+            exec {{ start }}
+    """)
+    with Remote(inventory, LOGIN) as remote:  # the login host has Apptainer: the definition needs no docker
+        path = build_sif(load_recipe("defnb", tmp_path), remote, nohttps=True)
+    assert path == "/home/ubuntu/provision-build/defnb.sif"
+    deffile = lab.exec(LOGIN, f"apptainer inspect --deffile {path}").stdout
+    assert f"From: {pushed}" in deffile and "/usr/local/bin/serve" in deffile
+    started = notebook(path, LOGIN, inventory, port=PORT + 2, command="sh /usr/local/bin/serve", images_dir=tmp_path,
+                       ready_timeout=60)
+    try:
+        assert listening(lab, LOGIN, PORT + 2), started
+    finally:
+        notebook(path, LOGIN, inventory, stop=True, images_dir=tmp_path)
+    assert not listening(lab, LOGIN, PORT + 2)

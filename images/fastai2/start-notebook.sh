@@ -1,8 +1,9 @@
 #!/bin/sh
 # Serve JupyterLab on a chosen port. The password's hash comes from a file (a secret), never argv:
 # JUPYTER_PASSWORD_HASH_FILE (default ~/.jupyter/password.hash, made with jupyter_server.auth.passwd).
+# The port: --port, else $NOTEBOOK_PORT (set by invoke notebook), else 9999.
 set -eu
-port=9999
+port=${NOTEBOOK_PORT:-9999}
 while [ $# -gt 0 ]; do
   case $1 in
     --port) port=$2; shift 2 ;;

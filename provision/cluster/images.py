@@ -51,8 +51,10 @@ def image_ref(name_or_sif: str, sif_dir: str) -> ImageRef:
 def verify_on_cluster(session: LoginSession, ref: ImageRef, rehash: bool = False) -> ClusterImage:
     """The SIF is on the cluster with the expected sha256 (the local file's, else ship's sidecar's); else ClusterError.
 
-    The far end hashes the file unless ship's sidecar vouches for it (same size, mtime and inode
-    as when ship verified it) and `rehash` is off. Also reads the partitions, in the same round trip.
+    A SIF that ship did not carry (pulled on the cluster, copied there by hand, anywhere on the
+    cluster) is taken as it is: its sha256 is taken there once and recorded beside it.
+    The far end hashes the file unless a record vouches for it (same size, mtime and inode
+    as when it was hashed) and `rehash` is off. Also reads the partitions, in the same round trip.
     """
     host = session.host.name
     done = session.run(PREFLIGHT_SCRIPT, ref.remote_path, "1" if rehash else "0", SINFO_FORMAT)
@@ -64,15 +66,15 @@ def verify_on_cluster(session: LoginSession, ref: ImageRef, rehash: bool = False
     if "missing" in found:
         raise ClusterError(f"{host}: no SIF at {found['missing'][0]}; {ship_hint}")
     sidecar = SIDECAR.match(found.get("sidecar", [""])[0])
+    record = SIDECAR.match(found.get("record", [""])[0])
     vouched = sidecar and sidecar.group(2) == found["final"][0]
-    actual = found["sha256"][0] if "sha256" in found else sidecar.group(1)
+    actual = found["sha256"][0] if "sha256" in found else (sidecar or record).group(1)
     if ref.local_path is not None:
         expected, source = local_sha256(str(ref.local_path)), f"the local {ref.local_path}"
     elif sidecar:
         expected, source = sidecar.group(1), "ship's record"
-    else:
-        raise ClusterError(f"{host}: {found['path'][0]} has no record of a ship (no sidecar) to check its sha256 "
-                           f"against; {ship_hint}, or name the local .sif file")
+    else:  # pulled there or copied by hand: what is there is the image, hashed there once and recorded
+        expected, source = actual, "the cluster's record"
     if actual != expected:
         changed = "" if vouched or not sidecar else " (it changed after ship wrote it)"
         raise ClusterError(f"{host}: {found['path'][0]} has sha256 {actual}, {source} has {expected}{changed}; {ship_hint}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import re
 import shlex
 import time as clock
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jinja2
 
+from provision.cluster import options as job_options
 from provision.cluster.gpu_check import require_image_fits
 from provision.cluster.images import ClusterImage, image_ref, verify_on_cluster
 from provision.cluster.remote import (JOBS_SCRIPT, LOGS_SCRIPT, SUBMIT_SCRIPT, LoginSession, heredoc,
@@ -40,6 +41,7 @@ class JobRequest:
     job_name: str | None = None
     nv: bool | None = None                 # apptainer --nv; default: when GPUs are asked
     sbatch_options: tuple[str, ...] = ()  # extra "--opt=value" lines
+    setup: tuple[str, ...] = ()           # shell lines the job runs before Apptainer (host's job_setup)
 
     def validate(self) -> None:
         """ClusterError for a value that Slurm or the job script could not take as given."""
@@ -54,7 +56,7 @@ class JobRequest:
             if not bind or "\n" in bind or "," in bind:
                 raise ClusterError(f"--bind {bind!r}: SRC[:DST[:ro]], one per --bind, no commas or newlines")
         for option in self.sbatch_options:
-            if not option.startswith("--") or not DIRECTIVE_VALUE.match(option):
+            if not option.startswith("--") or not job_options.DIRECTIVE_VALUE.match(option):
                 raise ClusterError(f"sbatch option {option!r}: --name=value with no spaces or quotes")
         if not self.command:
             raise ClusterError("no command to run in the image: give one after --")
@@ -103,6 +105,7 @@ def render_job_script(request: JobRequest, image: ClusterImage, images_dir: Path
         "gpus": request.gpus or None, "time": request.time, "sbatch_options": list(request.sbatch_options),
         "sif": image.path, "sha256": image.sha256, "image": image.ref.name, "binds": list(request.binds),
         "nv": bool(request.gpus) if request.nv is None else request.nv, "command": command_line(request.command),
+        "setup": list(request.setup),
     }
     try:
         return env.get_template(TEMPLATE).render(context)
@@ -119,15 +122,46 @@ def check_partition(image: ClusterImage, host: str, partition: str | None) -> No
         raise unknown_partition(host, partition, image.partitions)
 
 
+def with_defaults(session: LoginSession, name: str, request: JobRequest, images_dir: Path,
+                  flags: Mapping[str, Any] | None = None) -> JobRequest:
+    """The request with Slurm options from the host's slurm_job_defaults, then the recipe's slurm:, then
+    the command line (`flags` and the request's own partition/gpus/time), and the host's job_setup lines."""
+    host = session.host.name
+    defaults = job_options.host_defaults(session.host.vars, host)
+    recipe = job_options.recipe_slurm(images_dir, name)
+    job_options.sbatch_lines(job_options.split(defaults)[1], f"host {host}: slurm_job_defaults")
+    job_options.sbatch_lines(job_options.split(recipe)[1], f"{Path(images_dir) / name / 'recipe.yml'}: slurm")
+    given = {"partition": request.partition, "gpus": request.gpus, "time": request.time, **(flags or {})}
+    own, rest = job_options.split(job_options.merged(defaults, recipe, given))
+    return replace(request, partition=own.get("partition"), gpus=own.get("gpus"), time=own.get("time"),
+                   sbatch_options=request.sbatch_options + job_options.sbatch_lines(rest, "job options"),
+                   setup=request.setup + job_options.job_setup(session.host.vars, host))
+
+
+def before_running(session: LoginSession, image: ClusterImage | None, request: JobRequest | None,
+                   name_or_sif: str = "", images_dir: Path = Path("images")) -> None:
+    """The one place where checks run before anything starts on the cluster (submit, notebook, shell, pull).
+
+    It raises an error to refuse: the partition must exist and Slurm answer (when there is an image
+    and a job); with GPUs asked (--nv), the image's CUDA must suit the partition's GPUs and driver.
+    For pull the image does not exist yet (image None).
+    """
+    if image is not None and request is not None:
+        check_partition(image, session.host.name, request.partition)
+        if request.gpus if request.nv is None else request.nv:
+            require_image_fits(session, name_or_sif, request.partition, images_dir)  # its CUDA against the nodes' GPUs
+
+
 def submit_in(session: LoginSession, name_or_sif: str, request: JobRequest, images_dir: Path = Path("images"),
-              rehash: bool = False) -> SubmitResult:
+              rehash: bool = False, flags: Mapping[str, Any] | None = None) -> SubmitResult:
     """submit() over an open session."""
     request.validate()
     host = session.host.name
-    image = verify_on_cluster(session, image_ref(name_or_sif, session.sif_dir), rehash)
-    check_partition(image, host, request.partition)
-    if request.gpus if request.nv is None else request.nv:
-        require_image_fits(session, name_or_sif, request.partition, images_dir)  # its CUDA against the nodes' GPUs
+    ref = image_ref(name_or_sif, session.sif_dir)
+    request = with_defaults(session, ref.name, request, images_dir, flags)
+    request.validate()
+    image = verify_on_cluster(session, ref, rehash)
+    before_running(session, image, request, name_or_sif, images_dir)
     directory = image.path.rsplit("/", 1)[0]
     job_name = request.job_name or image.ref.name
     stamp = clock.strftime("%Y%m%d-%H%M%S")
@@ -150,18 +184,22 @@ def submit(name_or_sif: str, host: str, inventory_dir: Path, partition: str | No
            gpus: int | str | None = None, time: str | None = None, binds: Sequence[str] = (),
            command: str | Sequence[str] = (), job_name: str | None = None, images_dir: Path = Path("images"),
            nv: bool | None = None, sbatch_options: Sequence[str] = (), rehash: bool = False,
-           accept_new: bool = False, timeouts: Timeouts = Timeouts()) -> SubmitResult:
+           accept_new: bool = False, timeouts: Timeouts = Timeouts(),
+           options: Mapping[str, Any] | None = None) -> SubmitResult:
     """Run `command` in the SIF under Slurm on `host`'s cluster; return the job id and paths.
 
     Guarantees: nothing is submitted unless the SIF is on the cluster with the expected sha256
-    (the local file's when `name_or_sif` is one, else the one ship recorded) and the partition
-    exists; the job script lies next to the SIF; Slurm's refusal comes back as one ClusterError line.
+    (the local file's when `name_or_sif` is one, else the one ship recorded, else the one taken on
+    the cluster) and the partition exists; the job script lies next to the SIF; Slurm's refusal comes
+    back as one ClusterError line. `options`: cpus_per_task, nodes, ntasks_per_node, mem, account,
+    qos, constraint, no_requeue (options.SBATCH_FLAGS), over the host's and the recipe's defaults.
     """
     request = JobRequest(partition, gpus, time, tuple(binds),
                          command if isinstance(command, str) else tuple(command), job_name, nv, tuple(sbatch_options))
     request.validate()
+    job_options.sbatch_lines(job_options.split(options or {})[1], "job options")
     with login_session(host, inventory_dir, accept_new, timeouts) as session:
-        return submit_in(session, name_or_sif, request, images_dir, rehash)
+        return submit_in(session, name_or_sif, request, images_dir, rehash, options)
 
 
 def jobs(host: str, inventory_dir: Path, accept_new: bool = False, timeouts: Timeouts = Timeouts()) -> list[Job]:

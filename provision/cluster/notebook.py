@@ -19,32 +19,49 @@ DEFAULT_PORT = 9999
 READY_TIMEOUT = 120.0  # seconds for the notebook to listen on its port (or its job to start)
 INSTANCE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
-# $1 runtime-independent instance name, $2 port, $3 seconds to wait, $4 SIF, then apptainer options and the command.
-# Refuses a port already taken; starts the instance; waits until something listens on the port.
-START_INSTANCE_SCRIPT = r'''
-name=$1 port=$2 wait=$3
-shift 3
+# Where a notebook's command keeps its pid and output on the login host.
+_STATE = '\nstate="$HOME/.provision/notebooks"\n'
+
+# $1 instance name, $2 port, $3 seconds to wait, $4 SIF, $5 the start line (for sh -c), then apptainer options.
+# Real Apptainer hands the arguments of `instance start` to the image's %startscript, which an image
+# converted from Docker leaves empty, and `instance run` hands them to the runscript, which for such an
+# image evaluates them through the shell once more (apptainer: internal/pkg/build/sources/conveyorPacker_oci.go).
+# So the instance starts bare (its binds, --nv), and the start line runs in it with `exec instance://`,
+# detached, its pid and output kept under ~/.provision/notebooks; stopping ends both.
+START_INSTANCE_SCRIPT = _STATE + r'''
+name=$1 port=$2 wait=$3 image=$4 start=$5
+shift 5
 runtime=$(command -v apptainer || command -v singularity) || { echo "error=neither apptainer nor singularity on $(hostname)"; return 3; }
 listening() { awk -v p="$(printf ':%04X' "$1")" '$4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
 listening "$port" && { echo "error=port $port is already in use on $(hostname)"; return 4; }
-"$runtime" instance start --env "NOTEBOOK_PORT=$port" "$@" >/dev/null 2>"${TMPDIR:-/tmp}/provision-notebook-$name.err" || {
-  echo "error=$runtime instance start failed: $(tail -n 2 "${TMPDIR:-/tmp}/provision-notebook-$name.err" | tr '\n' ' ')"; return 5; }
+mkdir -p "$state" || { echo "error=cannot make $state on $(hostname)"; return 3; }
+log="$state/$name.log"
+"$runtime" instance start "$@" "$image" "$name" >/dev/null 2>"$log" || {
+  echo "error=$runtime instance start failed: $(grep -v '^INFO:' "$log" | tail -n 2 | tr '\n' ' ')"; return 5; }
+NOTEBOOK_PORT=$port APPTAINERENV_NOTEBOOK_PORT=$port setsid "$runtime" exec "instance://$name" /bin/sh -c "$start" >"$log" 2>&1 </dev/null &
+pid=$!
+echo "$pid" > "$state/$name.pid"
 i=0
 while [ $i -lt $((wait * 5)) ]; do
-  listening "$port" && { echo "listening=$port"; echo "host=$(hostname)"; return 0; }
-  "$runtime" instance list 2>/dev/null | grep -q "^$name " || break
+  listening "$port" && { echo "listening=$port"; echo "host=$(hostname)"; echo "log=$log"; return 0; }
+  kill -0 "$pid" 2>/dev/null || break
   sleep 0.2; i=$((i + 1))
 done
-log=$(ls "$HOME"/.apptainer/instances/logs/*/"$(id -un)"/"$name".err 2>/dev/null | head -n 1)
+kill -TERM -- "-$pid" 2>/dev/null
 "$runtime" instance stop "$name" >/dev/null 2>&1
-echo "error=nothing listened on port $port within ${wait}s; the instance was stopped${log:+; its log: $(tail -n 3 "$log" | tr '\n' ' ')}"
+rm -f "$state/$name.pid"
+echo "error=nothing listened on port $port within ${wait}s; the instance was stopped; its output ($log): $(grep -v -e '^INFO:' -e '^WARNING:' "$log" | tail -n 3 | tr '\n' ' ')"
 return 6
 '''
 
-# $1 instance name, $2 job name: stops the instance and cancels the user's jobs of that name.
-STOP_SCRIPT = r'''
+# $1 instance name, $2 job name: stops the instance and its command, and cancels the user's jobs of that name.
+STOP_SCRIPT = _STATE + r'''
 name=$1 job=$2 stopped=""
 runtime=$(command -v apptainer || command -v singularity)
+if [ -f "$state/$name.pid" ]; then
+  kill -TERM -- "-$(cat "$state/$name.pid")" 2>/dev/null
+  rm -f "$state/$name.pid"
+fi
 if [ -n "$runtime" ] && "$runtime" instance list 2>/dev/null | grep -q "^$name "; then
   "$runtime" instance stop "$name" >/dev/null 2>&1 && stopped="instance $name"
 fi
@@ -159,8 +176,7 @@ def _as_instance(session: LoginSession, name: str, port: int, start: str, gpus, 
     image = verify_on_cluster(session, image_ref(name, session.sif_dir))
     options = ["--nv"] + [word for bind in binds for word in ("--bind", bind)]
     done = session.run(START_INSTANCE_SCRIPT, instance_name(name), str(port), str(int(ready_timeout)),
-                       *options, image.path, instance_name(name), "/bin/sh", "-c", start,
-                       timeout=ready_timeout + 60)
+                       image.path, start, *options, timeout=ready_timeout + 60)
     found = values(done.stdout)
     if "error" in found or done.status != 0:
         raise ClusterError(f"notebook on {host}: {found.get('error', [tail(done.stderr)])[-1]}")

@@ -18,23 +18,40 @@ SLURM_TIMEOUT = 60                # seconds any one slurm command may take (they
 # stdin from /dev/null), so that no command in it can eat the rest of the script.
 _WRAP = "main() {{\n{body}\n}}\nmain \"$@\" </dev/null\n"
 
-_TILDE = r'''
+TILDE = _TILDE = r'''
 tilde() { case $1 in "~") echo "$HOME" ;; "~/"*) echo "$HOME/${1#"~/"}" ;; *) echo "$1" ;; esac; }
 '''
 
-# $1 the SIF's path (may start with ~), $2 1 to hash even when the sidecar vouches for the file.
-# Prints key=value lines: path, final (size mtime inode), sidecar, sha256, runtime, partition (many), slurm_error.
+# $1 the SIF's path (may start with ~), $2 1 to hash even when a record vouches for the file.
+# Prints key=value lines: path, final (size mtime inode), sidecar, record, recorded, sha256, runtime,
+# partition (many), slurm_error. A SIF that ship did not carry (pulled there, copied by hand) is hashed
+# here once and recorded (sha256 size mtime inode) in .NAME.sha256 beside it, or under
+# ~/.provision/sif-records/ when its directory is not writable; the record vouches for it while the
+# file keeps its size, mtime and inode.
 PREFLIGHT_SCRIPT = _TILDE + r'''
 sif=$(tilde "$1") rehash=$2
 dir=$(dirname -- "$sif") name=$(basename -- "$sif")
 if [ -f "$sif" ]; then
-  echo "path=$(cd -- "$dir" && pwd -P)/$name"
+  real="$(cd -- "$dir" && pwd -P)/$name"
+  echo "path=$real"
   state=$(stat -c '%s %Y %i' -- "$sif")
   echo "final=$state"
-  sidecar=""
+  sidecar="" record=""
   [ -f "$dir/.$name.ship" ] && sidecar=$(head -n 1 -- "$dir/.$name.ship") && echo "sidecar=$sidecar"
-  if [ "$rehash" = 1 ] || [ "${sidecar#* }" != "$state" ]; then
-    echo "sha256=$(sha256sum -- "$sif" | cut -d ' ' -f 1)"
+  if [ -n "$sidecar" ]; then
+    if [ "$rehash" = 1 ] || [ "${sidecar#* }" != "$state" ]; then
+      echo "sha256=$(sha256sum -- "$sif" | cut -d ' ' -f 1)"
+    fi
+  else
+    file="$dir/.$name.sha256"
+    [ -w "$dir" ] || file="$HOME/.provision/sif-records/$(printf '%s' "$real" | sha256sum | cut -c 1-32)"
+    [ -f "$file" ] && record=$(head -n 1 -- "$file") && echo "record=$record"
+    if [ "$rehash" = 1 ] || [ "${record#* }" != "$state" ]; then
+      sum=$(sha256sum -- "$sif" | cut -d ' ' -f 1) || return 3
+      echo "sha256=$sum"
+      mkdir -p -- "$(dirname -- "$file")" && printf '%s %s\n' "$sum" "$state" > "$file.tmp.$$" &&
+        mv -f -- "$file.tmp.$$" "$file" && echo "recorded=$file"
+    fi
   fi
 else
   echo "missing=$sif"

@@ -50,8 +50,12 @@ done
 """
 
 
-def tini_boot_script(name: str, root: Path, machine: Path) -> str:
-    """As PID 1 of fresh namespaces: mount the host's API filesystems, then exec sshd under tini."""
+def tini_boot_script(name: str, root: Path, machine: Path, pivot_root: bool = False) -> str:
+    """As PID 1 of fresh namespaces: mount the host's API filesystems, then exec sshd under tini.
+
+    The host enters its root with chroot, or with `pivot_root` (the root then is the mount
+    namespace's own, as in a container; Apptainer refuses to run in a chroot).
+    """
     device_nodes = "\n".join(f'mknod -m 666 "$root/dev/{node}" c {major} {minor}'
                              for node, (major, minor) in DEVICE_NODES.items())
     return f"""#!/bin/sh
@@ -85,8 +89,23 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/dev/shm"
 mount -t tmpfs -o mode=755,size=64m,nosuid,nodev tmpfs "$root/run"
 mkdir -m 755 "$root/run/sshd"
 mkdir -m 1777 "$root/run/lock"
-exec chroot "$root" /usr/bin/env -i PATH={HOST_PATH} LANG=C.UTF-8 \\
+{_PIVOT_ROOT if pivot_root else _CHROOT}"""
+
+_CHROOT = f"""exec chroot "$root" /usr/bin/env -i PATH={HOST_PATH} LANG=C.UTF-8 \\
     /usr/bin/tini -- /usr/sbin/sshd -D -e
+"""
+
+# pivot_root(2)'s own recipe: new and old root on the same directory, then the old one detached.
+# Before it, a second proc with nothing mounted over it: the kernel lets a user namespace (an
+# unprivileged Apptainer container) mount proc only while some proc mount of the namespace is
+# fully visible (fs/namespace.c, mnt_already_visible), and the host's /proc has /proc/sys covered.
+_PIVOT_ROOT = f"""mkdir -p "$root/run/provision-lab/proc"
+mount -t proc proc "$root/run/provision-lab/proc"
+cd "$root"
+pivot_root . .
+umount -l .
+cd /
+exec /usr/bin/env -i PATH={HOST_PATH} LANG=C.UTF-8 /usr/bin/tini -- /usr/sbin/sshd -D -e
 """
 
 

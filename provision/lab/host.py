@@ -22,6 +22,7 @@ class LabHost:
     name: str
     address: str
     systemd: bool = False
+    flavour: str = ""     # rootfs.APPTAINER_FLAVOUR: Debian sid with Apptainer, booted with pivot_root
 
     @property
     def octet(self) -> int:
@@ -90,7 +91,7 @@ def start(host: LabHost, machine: MachineDir) -> None:
     if host.systemd:
         boot_script = boot.nspawn_boot_script(host.name, machine.root, cgroups.host_cgroups(host.name))
     else:
-        boot_script = boot.tini_boot_script(host.name, machine.root, machine.path)
+        boot_script = boot.tini_boot_script(host.name, machine.root, machine.path, pivot_root=bool(host.flavour))
     (machine.path / "boot.sh").write_text(boot_script)
     with open(machine.console_log, "ab") as console:
         run_detached = ["setsid", "--fork", "nsenter", f"--net=/run/netns/{host.netns}",

@@ -51,7 +51,7 @@ class Lab:
     def hosts(self) -> list[LabHost]:
         """Every host the lab has made and not torn down, in address order."""
         records = LabState.load(self._state_path).hosts
-        made = [LabHost(name, r.address, r.systemd) for name, r in records.items()]
+        made = [LabHost(name, r.address, r.systemd, r.flavour) for name, r in records.items()]
         return sorted(made, key=lambda h: h.octet)
 
     def host(self, name: str) -> LabHost:
@@ -79,8 +79,10 @@ class Lab:
     # -- bringing hosts up ----------------------------------------------------------------
 
     def up(self, names: list[str], systemd: bool = False,
-           record_host_keys: bool = True) -> list[LabHost]:
+           record_host_keys: bool = True, flavour: str = "") -> list[LabHost]:
         """Make (or keep) the named hosts running and answering SSH; return them.
+
+        flavour rootfs.APPTAINER_FLAVOUR: Debian sid hosts with the real Apptainer, Slurm and munge.
 
         New hosts get the next free addresses and a fresh overlay; hosts already up are
         kept as they are. Rewrites the inventory and known_hosts for all of the lab's hosts.
@@ -94,21 +96,22 @@ class Lab:
         state = LabState.load(self._state_path)
         if not state.saved_settings:
             state.saved_settings = settings.snapshot()
-        base = rootfs.ensure_base(systemd)
+        base = rootfs.ensure_base(systemd, flavour=flavour)
         client_public_key = keys.ensure_client_key(self.client_key)
         network.ensure_bridge()
         aptcache.ensure_running(self._aptcache_dir)
         wanted = []
         for name in names:
             record = state.hosts.get(name)
-            if record and record.systemd != systemd:
-                raise LabError(f"lab host {name} exists with systemd={record.systemd}, not {systemd}")
+            if record and (record.systemd, record.flavour) != (systemd, flavour):
+                raise LabError(f"lab host {name} exists with systemd={record.systemd} flavour={record.flavour!r}, "
+                               f"not systemd={systemd} flavour={flavour!r}")
             if record and self._is_intact(name):
-                made = LabHost(name, record.address, record.systemd)
+                made = LabHost(name, record.address, record.systemd, record.flavour)
                 if not network.netns_pids(made.netns):
                     host.start(made, self._machine(name))
             else:
-                made = self._create(state, name, systemd, base, client_public_key, record_host_keys)
+                made = self._create(state, name, systemd, base, client_public_key, record_host_keys, flavour)
             wanted.append(made)
         for made in wanted:
             host.wait_for_ssh(made, self._machine(made.name))
@@ -121,14 +124,14 @@ class Lab:
         return mounts.is_mounted(self._machine(name).root) and Path("/run/netns", netns).exists()
 
     def _create(self, state: LabState, name: str, systemd: bool, base: Path,
-                client_public_key: str, record_host_key: bool) -> LabHost:
+                client_public_key: str, record_host_key: bool, flavour: str = "") -> LabHost:
         self._remove_leftovers(name, state.hosts.get(name))
         used = {int(r.address.rsplit(".", 1)[1]) for n, r in state.hosts.items() if n != name}
         free = [o for o in range(network.FIRST_HOST_OCTET, network.LAST_HOST_OCTET + 1) if o not in used]
         if not free:
             raise LabError(f"the lab has no address left for host {name}")
-        made = LabHost(name, network.host_address(free[0]), systemd)
-        state.hosts[name] = HostRecord(made.address, systemd, "", record_host_key)
+        made = LabHost(name, network.host_address(free[0]), systemd, flavour)
+        state.hosts[name] = HostRecord(made.address, systemd, "", record_host_key, flavour)
         state.save(self._state_path)  # recorded before anything exists, for down() after a crash
         network.create_host_network(name, made.octet)
         machine = self._machine(name)
@@ -147,7 +150,7 @@ class Lab:
 
     def _write_host_files(self, state: LabState) -> None:
         state.save(self._state_path)
-        made = {name: LabHost(name, r.address, r.systemd) for name, r in state.hosts.items()}
+        made = {name: LabHost(name, r.address, r.systemd, r.flavour) for name, r in state.hosts.items()}
         ordered = sorted(made.values(), key=lambda h: h.octet)
         inventory.write_inventory(self.inventory_path, ordered, self.client_key)
         vouched = {made[n]: r.host_key for n, r in state.hosts.items() if r.record_host_key and r.host_key}

@@ -5,7 +5,7 @@ import hashlib
 import inspect
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.lab import mirror
@@ -16,6 +16,20 @@ SUITE = "bookworm"
 BASE_PACKAGES = ("openssh-server", "sudo", "ca-certificates", "gnupg", "iproute2", "tini")
 SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
 SUDO_USER = "ubuntu"
+
+# Hosts with the vendor's own Apptainer: Debian's unstable suite carries apptainer 1.4.5 (it needs
+# glibc 2.38, newer than bookworm's), with Slurm and munge of the same suite for cluster hosts.
+# Such hosts boot with pivot_root (boot.py): Apptainer refuses to run in a chroot.
+APPTAINER_FLAVOUR = "apptainer"
+FLAVOUR_SUITES = {APPTAINER_FLAVOUR: "sid"}
+FLAVOUR_PACKAGES = {APPTAINER_FLAVOUR: (
+    "apptainer", "squashfs-tools", "uidmap", "tzdata",  # Apptainer binds /etc/localtime into containers
+    "slurm-wlm", "munge", "procps", "busybox-static", "iptables")}
+# The mirror's snapshot of the unstable suite is past its Release's Valid-Until.
+FLAVOUR_APT_OPTIONS = {APPTAINER_FLAVOUR: {"Acquire::Check-Valid-Until": "false"}}
+# This machine's permitted capability set lacks one bit; Apptainer's default `full` asks for all of them.
+APPTAINER_CONF = "etc/apptainer/apptainer.conf"
+APPTAINER_CONF_CHANGES = (("root default capabilities = full", "root default capabilities = file"),)
 
 # Where a host without systemd leaves its request to be rebooted, for the lab's supervisor.
 REBOOT_FLAG = "var/lib/provision-lab/reboot-requested"
@@ -98,27 +112,37 @@ class BaseRecipe:
     source_lines: tuple[str, ...]
     files: tuple[tuple[str, str, int], ...]
     links: tuple[tuple[str, str], ...]
+    flavour: str = field(default="", repr=False)  # "" or APPTAINER_FLAVOUR
+
+    @property
+    def suite(self) -> str:
+        return FLAVOUR_SUITES.get(self.flavour, SUITE)
 
     @classmethod
-    def for_this_machine(cls, systemd: bool) -> "BaseRecipe":
-        packages = BASE_PACKAGES + (SYSTEMD_PACKAGES if systemd else ())
+    def for_this_machine(cls, systemd: bool, flavour: str = "") -> "BaseRecipe":
+        if flavour and (flavour not in FLAVOUR_SUITES or systemd):
+            raise LabError(f"no lab base of flavour {flavour!r} (systemd={systemd})")
+        packages = BASE_PACKAGES + (SYSTEMD_PACKAGES if systemd else ()) + FLAVOUR_PACKAGES.get(flavour, ())
+        suite = FLAVOUR_SUITES.get(flavour)
         source_lines = tuple(
-            f"deb {source.uri} {suite} {' '.join(source.components)}"
-            for source in mirror.apt_sources() for suite in source.suites
-            if suite.split("-")[0] == SUITE)
+            f"deb {source.uri} {suite or name} {' '.join(source.components)}"
+            for source in mirror.apt_sources() for name in source.suites
+            if name.split("-")[0] == SUITE and (not suite or name == SUITE))
         if not source_lines:
             raise LabError(f"this machine's apt has no sources for Debian {SUITE}")
-        files = _base_files(systemd, mirror.carried_apt_options())
-        return cls(systemd, packages, source_lines, files, _base_links(systemd))
+        files = _base_files(systemd, {**mirror.carried_apt_options(), **FLAVOUR_APT_OPTIONS.get(flavour, {})})
+        return cls(systemd, packages, source_lines, files, _base_links(systemd), flavour)
 
     def digest(self) -> str:
         """A hash of the recipe and of the steps that apply it."""
         recipe = repr(self) + inspect.getsource(_customize)
+        if self.flavour:
+            recipe += self.flavour + inspect.getsource(_customize_flavour) + repr(APPTAINER_CONF_CHANGES)
         return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     def path(self, cache_dir: Path = CACHE_DIR) -> Path:
-        kind = "systemd" if self.systemd else "minbase"
-        return cache_dir / "rootfs" / f"{SUITE}-{kind}-{self.digest()}"
+        kind = self.flavour or ("systemd" if self.systemd else "minbase")
+        return cache_dir / "rootfs" / f"{self.suite}-{kind}-{self.digest()}"
 
 
 def _customize(root: Path, recipe: BaseRecipe) -> None:
@@ -138,6 +162,18 @@ def _customize(root: Path, recipe: BaseRecipe) -> None:
         (root / relative).symlink_to(target)
 
 
+def _customize_flavour(root: Path, recipe: BaseRecipe) -> None:
+    """What a flavour's packages need changed to run in a lab host (see APPTAINER_CONF_CHANGES)."""
+    if recipe.flavour == APPTAINER_FLAVOUR:
+        conf = root / APPTAINER_CONF
+        text = conf.read_text()
+        for old, new in APPTAINER_CONF_CHANGES:
+            if old not in text:
+                raise LabError(f"{conf}: no line {old!r} to change; Apptainer's configuration changed")
+            text = text.replace(old, new)
+        conf.write_text(text)
+
+
 def _prune_unused(cache_dir: Path, keep: Path) -> None:
     """Remove older builds of the same kind that no mounted host uses any more."""
     mounts = Path("/proc/self/mountinfo").read_text()
@@ -147,9 +183,9 @@ def _prune_unused(cache_dir: Path, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR) -> Path:
+def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR, flavour: str = "") -> Path:
     """The path of the base root filesystem for this recipe, built now if not cached."""
-    recipe = BaseRecipe.for_this_machine(systemd)
+    recipe = BaseRecipe.for_this_machine(systemd, flavour)
     target = recipe.path(cache_dir)
     if target.is_dir():
         return target
@@ -161,11 +197,14 @@ def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR) -> Path:
         building = target.with_name(target.name + ".building")
         shutil.rmtree(building, ignore_errors=True)
         try:
-            run(["mmdebstrap", "--variant=minbase", "--skip=cleanup/apt/lists",
-                 "--include=" + ",".join(recipe.packages), SUITE, str(building),
+            apt_options = [f"--aptopt={name} \"{value}\"" for name, value in
+                           FLAVOUR_APT_OPTIONS.get(recipe.flavour, {}).items()]
+            run(["mmdebstrap", "--variant=minbase", "--skip=cleanup/apt/lists", *apt_options,
+                 "--include=" + ",".join(recipe.packages), recipe.suite, str(building),
                  *recipe.source_lines],
                 what=f"building the lab's {target.name} base with mmdebstrap", timeout=1800)
             _customize(building, recipe)
+            _customize_flavour(building, recipe)
         except (LabError, OSError, subprocess.SubprocessError):
             shutil.rmtree(building, ignore_errors=True)
             raise

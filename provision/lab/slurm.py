@@ -1,6 +1,8 @@
 """A real Slurm cluster out of lab hosts: munge, slurmctld on a login host, slurmd on compute hosts, one shared directory.
 
-Debian's slurm-wlm and munge, started by hand (the hosts have no systemd): munged first, then
+Made of hosts of the lab's Apptainer flavour (Lab.up(..., flavour=rootfs.APPTAINER_FLAVOUR): Debian
+sid with the vendor's Apptainer, which jobs run unprivileged). Debian's slurm-wlm and munge, started
+by hand (the hosts have no systemd): munged first, then
 slurmctld -D on the login host and slurmd -D -N NODE on each compute host. A directory of this
 machine is bound into every host at the same path, as the cluster file system. Every wait is
 bounded: with munged down, every slurm command hangs retrying.
@@ -9,14 +11,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.lab import rootfs
+from provision.lab import mounts, rootfs
 from provision.lab.aptcache import PROXY_URL
-from provision.lab.commands import LabError
+from provision.lab.commands import LabError, run
 from provision.lab.host import MachineDir, init_pid
 from provision.lab.lab import Lab
 
@@ -31,7 +32,8 @@ READY_TIMEOUT = 60.0   # seconds for munged, slurmctld and every slurmd to answe
 GPU_DEVICE = "/dev/nvidia0"  # made with mknod on gpu nodes; Slurm counts a gpu gres by its file
 # slurmd 22.05 refuses to start without a cgroup file system, even with proctrack/linuxproc and
 # task/none; a tmpfs at /sys/fs/cgroup passes as cgroup v1 and nothing is ever created in it.
-CGROUP_CONF = "CgroupPlugin=cgroup/v1\nCgroupAutomount=no\n"
+# (CgroupAutomount=no is the default, and Slurm 26.05 refuses the option as defunct.)
+CGROUP_CONF = "CgroupPlugin=cgroup/v1\n"
 COMMAND_TIMEOUT = 20   # seconds any slurm command run here may take (they hang while munge is down)
 
 
@@ -104,12 +106,13 @@ def slurm_conf(lab: Lab, cluster: SlurmCluster) -> str:
         "InactiveLimit=0",
         "MinJobAge=300",
         "KillWait=5",
+        "MessageTimeout=60",  # the lab's machine is shared and busy: Slurm's default 10 s times sbatch out
     ]
     types, features = dict(cluster.gpu_types), dict(cluster.node_features)
     for name in cluster.nodes:
         gres = (f" Gres=gpu:{types[name]}:1" if name in types else " Gres=gpu:1") if name in cluster.gpu_nodes else ""
         feature = f" Features={features[name]}" if name in features else ""
-        lines.append(f"NodeName={name} NodeAddr={lab.host(name).address} CPUs=1 RealMemory=256{gres}{feature} "
+        lines.append(f"NodeName={name} NodeAddr={lab.host(name).address} CPUs=2 RealMemory=256{gres}{feature} "
                      f"State=UNKNOWN")
     for part in cluster.partitions or default_partitions(cluster.nodes):
         default = " Default=YES" if part.default else ""
@@ -136,26 +139,6 @@ def install_packages(lab: Lab, name: str, packages: tuple[str, ...] = PACKAGES) 
                    f"DEBIAN_FRONTEND=noninteractive {APT} install -y --no-install-recommends {wanted} >/dev/null; }}")
 
 
-# Lab hosts are chroots, and the kernel refuses a user namespace to a chrooted process, so the
-# Apptainer stand-in cannot run unprivileged there. Sites install Apptainer setuid for the same
-# reason; this shim plays the setuid starter with the lab user's sudo (commands run as root).
-APPTAINER_SHIM_PATH = "/usr/local/bin/apptainer"
-APPTAINER_SHIM = """#!/bin/sh
-# LAB STAND-IN for Apptainer's setuid starter (written by provision/lab/slurm.py): a lab host is a
-# chroot, where the kernel refuses the user namespace an unprivileged run needs; run it as root.
-[ "$(id -u)" = 0 ] && exec /usr/bin/apptainer "$@"
-exec sudo -n --preserve-env=HOME,NOTEBOOK_PORT,SLURM_JOB_ID /usr/bin/apptainer "$@"
-"""
-
-
-def install_apptainer_shim(lab: Lab, name: str) -> None:
-    """Put APPTAINER_SHIM before the stand-in on PATH (the host's apptainer package must be installed)."""
-    target = lab.rootfs(name) / APPTAINER_SHIM_PATH.lstrip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(APPTAINER_SHIM)
-    target.chmod(0o755)
-
-
 # -- the shared directory ----------------------------------------------------------------------
 
 def _init_pid(lab: Lab, name: str) -> int:
@@ -169,24 +152,29 @@ def mount_shared(lab: Lab, name: str, shared_dir: Path, mount_point: str) -> Non
     """Bind `shared_dir` of this machine at `mount_point` inside the running host (its own mount namespace)."""
     if lab.exec(name, f"mountpoint -q {shlex.quote(mount_point)}", check=False).returncode == 0:
         return
-    target = lab.rootfs(name) / mount_point.lstrip("/")
-    target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["nsenter", "--mount", f"--target={_init_pid(lab, name)}", "--",
-                           "mount", "--bind", str(shared_dir), str(target)],
-                          capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        raise LabError(f"lab host {name}: cannot bind {shared_dir} at {mount_point}: {done.stderr.strip()}")
+    try:
+        mounts.bind_into_host(shared_dir, _init_pid(lab, name), mount_point)
+    except LabError as exc:
+        raise LabError(f"lab host {name}: cannot bind {shared_dir} at {mount_point}: {exc}") from None
+
+
+def share_home(lab: Lab, cluster: SlurmCluster, home_dir: Path) -> None:
+    """One /home for every host of the cluster, as clusters share home directories: the login host's
+    /home copied (owners kept) into `home_dir` of this machine once, bound at /home in each host."""
+    if not home_dir.exists():
+        home_dir.parent.mkdir(parents=True, exist_ok=True)
+        run(["cp", "-a", str(lab.rootfs(cluster.login) / "home"), str(home_dir)], what="copying the login host's /home")
+    for name in cluster.hosts:
+        mount_shared(lab, name, home_dir, "/home")
 
 
 def unmount_shared(lab: Lab, name: str, mount_point: str) -> None:
     """Undo mount_shared (a stopped host has nothing to undo)."""
     try:
-        pid = _init_pid(lab, name)
+        lab.exec(name, f"! mountpoint -q {shlex.quote(mount_point)} || umount --lazy {shlex.quote(mount_point)}",
+                 check=False)
     except LabError:
         return
-    target = lab.rootfs(name) / mount_point.lstrip("/")
-    subprocess.run(["nsenter", "--mount", f"--target={pid}", "--", "umount", "--lazy", str(target)],
-                   capture_output=True, timeout=30)
 
 
 # -- daemons -----------------------------------------------------------------------------------
@@ -265,3 +253,4 @@ def stop_cluster(lab: Lab, cluster: SlurmCluster) -> None:
         except LabError:
             continue
         unmount_shared(lab, name, cluster.mount_point)
+        unmount_shared(lab, name, "/home")  # when share_home bound it

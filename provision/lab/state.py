@@ -13,6 +13,7 @@ class HostRecord:
     systemd: bool
     host_key: str
     record_host_key: bool = True
+    flavour: str = ""
 
 
 @dataclass

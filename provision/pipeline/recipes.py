@@ -16,7 +16,7 @@ IMAGES_DIR = Path(__file__).resolve().parent.parent.parent / "images"
 GPU_ENTRYPOINT = Path(__file__).resolve().parent.parent / "gpu-entrypoint.sh"
 FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "python_packages": list,
           "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str,
-          "gpu_entrypoint": bool}
+          "gpu_entrypoint": bool, "slurm": dict}
 REQUIRED = ("name", "tag", "base", "gpu_architectures")
 
 
@@ -60,21 +60,30 @@ def load_recipe(name: str, images_dir: Path = IMAGES_DIR, overrides: dict[str, A
     for src in values["files"]:
         if not (directory / src).is_file():
             raise RecipeError(f"{where}: files: {src} does not exist in {display_path(directory)}/")
+    if values.get("requirements") and values["requirements"] not in values["files"]:
+        raise RecipeError(f"{where}: requirements: {values['requirements']} is not one of files: (its destination "
+                          f"in the image is what pip installs from)")
     check_image_for_gpus(values["base"], values["gpu_architectures"])
     return Recipe(name, directory, values)
 
 
-def render_context(recipe: Recipe) -> dict[str, bytes]:
-    """The build context: rendered Dockerfile (and Apptainer definition) plus the recipe's files."""
+def render_context(recipe: Recipe, bootstrap: tuple[str, str] | None = None) -> dict[str, bytes]:
+    """The build context: rendered Dockerfile and/or Apptainer definition plus the recipe's files.
+
+    The definition sees `bootstrap` and `bootstrap_from` (default: docker and the recipe's base;
+    `bootstrap` gives another, e.g. docker and REGISTRY/NAME:TAG for the image pushed earlier).
+    """
     env = make_environment([recipe.directory])
     where = f"recipe {recipe.name}"
     shown = display_path(recipe.directory)
+    agent, source = bootstrap or ("docker", recipe.values["base"])
+    values = {**recipe.values, "bootstrap": agent, "bootstrap_from": source}
     context: dict[str, bytes] = {}
     for template, target in (("Dockerfile.j2", "Dockerfile"), ("apptainer.def.j2", "apptainer.def")):
         if (recipe.directory / template).exists():
-            context[target] = render_file(env, template, recipe.values, where, shown).encode()
-    if "Dockerfile" not in context:
-        raise RecipeError(f"{shown}/: no Dockerfile.j2 to build from")
+            context[target] = render_file(env, template, values, where, shown).encode()
+    if not context:
+        raise RecipeError(f"{shown}/: no Dockerfile.j2 or apptainer.def.j2 to build from")
     for src in recipe.values["files"]:
         context[src] = (recipe.directory / src).read_bytes()
     if recipe.values["gpu_entrypoint"]:
