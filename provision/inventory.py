@@ -259,10 +259,24 @@ def load_inventory(path: Path) -> Inventory:
 
 def _is_inventory(file: Path) -> bool:
     """Whether a file of an inventory directory reads as an inventory (INI or YAML) at all."""
+    if not _looks_like_text(file):
+        return False  # an image or archive left beside the inventory: not worth parsing
     try:
         read_source(file, InventoryData())
     except InventoryError:
         return False
+    return True
+
+
+def _looks_like_text(file: Path, longest_line: int = 65536) -> bool:
+    """Text without NUL bytes whose lines are of a length people write (parsing a huge binary as INI takes minutes)."""
+    try:
+        with file.open("rb") as stream:
+            for line in stream:
+                if len(line) > longest_line or b"\0" in line:
+                    return False
+    except OSError:
+        return True  # let read_source say why it cannot be read
     return True
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from provision.cluster.images import ImageRef, ClusterImage, image_ref, verify_on_cluster
 from provision.cluster.jobs import JobRequest, command_line, render_job_script, submit
 from provision.cluster.notebook import start_command, tunnel_command
-from provision.cluster.remote import LOGS_SCRIPT, heredoc, login_session
+from provision.cluster.remote import LOGS_SCRIPT, PREFLIGHT_SCRIPT, heredoc, login_session
 from provision.cluster.slurm import (ClusterError, parse_jobs, parse_partitions, sbatch_error,
                                      sbatch_reason)
 from provision.inventory import load_inventory
@@ -221,7 +221,7 @@ def shipped(sif_dir: Path, name: str, data: bytes) -> str:
     source.parent.mkdir(exist_ok=True)
     source.write_bytes(data)
     result = ship(str(source), "hpc", sif_dir.parent, console=Console(quiet=True),
-                  hash_cache=sif_dir.parent / "cache" / "hashes.json")  # not beside the inventory: it would be read
+                  hash_cache=source.parent / "hashes.json")  # not beside the inventory: it would be read as one
     assert result.bytes_sent == len(data) and (sif_dir / name).read_bytes() == data
     return result.sha256
 
@@ -252,17 +252,40 @@ def test_a_sif_changed_after_ship_is_refused(local_cluster):
             verify_on_cluster(session, image_ref("tiny", session.sif_dir))
 
 
-def test_a_sif_without_sidecar_needs_the_local_file(local_cluster, tmp_path):
+def test_a_sif_ship_did_not_carry_is_hashed_there_once_and_recorded(local_cluster, tmp_path):
     inventory, sif_dir = local_cluster
     (sif_dir / "tiny.sif").write_bytes(b"genuine")
+    sha = hashlib.sha256(b"genuine").hexdigest()
     with login_session("hpc", inventory) as session:
-        with pytest.raises(ClusterError, match="no record of a ship"):
-            verify_on_cluster(session, image_ref("tiny", session.sif_dir))
+        first = verify_on_cluster(session, image_ref("tiny", session.sif_dir))
+        record = (sif_dir / ".tiny.sif.sha256").read_text().split()
+        again = session.run(PREFLIGHT_SCRIPT, str(sif_dir / "tiny.sif"), "0", "%P")
         (tmp_path / "local").mkdir()
         local = tmp_path / "local" / "tiny.sif"
         local.write_bytes(b"genuine")
-        assert verify_on_cluster(session, image_ref(str(local), session.sif_dir)).sha256 == \
-            hashlib.sha256(b"genuine").hexdigest()
+        from_local = verify_on_cluster(session, image_ref(str(local), session.sif_dir))
+    assert first.sha256 == sha and record[0] == sha
+    assert record[1:] == [str(v) for v in (len(b"genuine"), int((sif_dir / "tiny.sif").stat().st_mtime),
+                                           (sif_dir / "tiny.sif").stat().st_ino)]
+    assert "sha256=" not in again.stdout and f"record={sha} " in again.stdout  # the record vouches: no second hash
+    assert from_local.sha256 == sha
+
+
+def test_a_sif_outside_the_sif_dir_in_a_read_only_directory_is_recorded_in_home(local_cluster, tmp_path, monkeypatch):
+    inventory, sif_dir = local_cluster
+    elsewhere = tmp_path / "scratch"
+    elsewhere.mkdir()
+    (elsewhere / "other.img").write_bytes(b"by hand")  # not .sif: a .sif found here would be a local file
+    elsewhere.chmod(0o555)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    try:
+        with login_session("hpc", inventory) as session:
+            found = verify_on_cluster(session, image_ref(str(elsewhere / "other.img"), session.sif_dir))
+    finally:
+        elsewhere.chmod(0o755)
+    assert found.sha256 == hashlib.sha256(b"by hand").hexdigest() and found.ref.name == "other.img"
+    if os.geteuid() != 0:  # root writes anywhere
+        assert len(list((tmp_path / "home" / ".provision" / "sif-records").iterdir())) == 1
 
 
 def test_unknown_partition_is_refused_before_sbatch_runs(local_cluster):
