@@ -243,11 +243,10 @@ def load_inventory(path: Path) -> Inventory:
             continue  # Ansible warns that it cannot parse such a file and goes on; so do we, quietly
         read_source(source, data)
     data.reconcile()
-    where = display_path(path)
     for group in data.groups:
-        check_name("group", group, where, InventoryError)
+        check_name("group", group, _name_origin(group, data.group_files.get(group)), InventoryError)
     for host in data.hosts:
-        check_name("host", host, where, InventoryError)
+        check_name("host", host, _name_origin(host, data.host_files.get(host)), InventoryError)
     basedir = path if path.is_dir() else path.parent
     inventory = Inventory(display_path(sources[0]) if len(sources) == 1 else display_path(path), data,
                           basedir / "known_hosts", [basedir])
@@ -255,6 +254,12 @@ def load_inventory(path: Path) -> Inventory:
         for base in inventory.basedirs:
             group.file_vars.update(load_vars(base / "group_vars", group.name))
     return inventory
+
+
+def _name_origin(name: str, source: str | None) -> str:
+    """Where a host or group name was written: its file and line when the reader kept them, else its file."""
+    where = getattr(name, "where", "")
+    return where or (display_path(Path(source)) if source else "inventory")
 
 
 def _is_inventory(file: Path) -> bool:

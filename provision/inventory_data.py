@@ -30,6 +30,7 @@ class InventoryData:
     groups: dict[str, Group] = field(default_factory=dict)
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     host_files: dict[str, str] = field(default_factory=dict)
+    group_files: dict[str, str] = field(default_factory=dict)
     current_source: str = ""
     _direct: dict[str, set[str]] | None = None  # host -> its groups, built by reconcile() for fleets
     _members: dict[str, list[str]] = field(default_factory=dict)
@@ -43,7 +44,9 @@ class InventoryData:
     def add_group(self, name: str) -> str:
         if not name:
             raise InventoryError("an empty group name")
-        self.groups.setdefault(name, Group(name))
+        if name not in self.groups:
+            self.groups[name] = Group(name)
+            self.group_files[name] = self.current_source
         return name
 
     def add_host(self, name: str, group: str | None, port: int | None) -> None:

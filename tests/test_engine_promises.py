@@ -120,16 +120,21 @@ def test_hostile_values_reach_the_host_literally_through_every_operation(tmp_pat
         (root / "guarded").unlink()
 
 
-def test_a_hostile_value_in_a_path_is_refused_before_any_connection(tmp_path, monkeypatch):
+def test_a_hostile_value_in_a_path_names_that_path_literally_or_is_refused_before_any_connection(tmp_path, monkeypatch):
+    """Paths are quoted wherever used: a one-line value is just a strange name; a newline is refused at load."""
     run, root = make_project(tmp_path, monkeypatch, """
         - name: A directory named by the value
           directory: {path: "{{ t_root }}/{{ t_value }}"}
     """)
     for template in HOSTILE:
         value = template.format(root=root)
-        with pytest.raises(ProvisionError, match=r"A directory named by the value|variable t_value"):
-            run(extra={"t_value": value})
-        assert not list(root.iterdir())
+        if "\n" in value:
+            with pytest.raises(ProvisionError, match=r"A directory named by the value|variable t_value"):
+                run(extra={"t_value": value})
+            continue
+        assert run(extra={"t_value": value}).status == "changed", value
+        assert os.path.isdir(f"{root}/{value}"), value
+    assert not [p for p in root.iterdir() if p.name.startswith("pwned")], "no value ran as a command"
 
 
 def test_hosts_run_at_once_up_to_the_parallel_option(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ PAYLOADS = [
     "-oAPT::Update::Pre-Invoke::=touch /PWN", "x;touch /PWN", "http://h/x\nAPT::Update::Pre-Invoke {\"touch /PWN\";};",
     "/var/lib/x\nLD_PRELOAD=/tmp/x.so",
 ]
-BUILDER = ["base", "helper_tools", "nvidia_driver", "docker_ce", "nvidia_container_toolkit", "apptainer", "ngc_login", "verify"]
+BUILDER = ["base", "helper_tools", "aws_cli", "nvidia_driver", "docker_ce", "nvidia_container_toolkit", "apptainer", "ngc_login", "verify"]
 INVENTORY = """
     all:
       hosts:

@@ -136,7 +136,8 @@ def test_shipped_roles_render_every_task_and_template_for_each_supported_system(
     pci_id = EXAMPLE_GPUS[gpu]
     facts = {**EXAMPLE_FACTS, **system,
              "gpus": [{"slot": "0000:00:1e.0", "pci_id": pci_id, "class": "0x030200"}] if pci_id else []}
-    extra = {"base_apt_proxy": "http://10.0.0.1:3142", "base_apt_proxy_direct": ["repo.example"]}
+    extra = {"base_apt_proxy": "http://10.0.0.1:3142", "base_apt_proxy_direct": ["repo.example"],
+             "aws_cli_enabled": True}  # otherwise installed only for an ECR login
     if system["os_id"] == "debian":  # Ubuntu-only sources are refused there (tests/test_vendor_routes.py)
         extra.update(nvidia_driver_route="cuda-repo", apptainer_source="deb")
     plan = plan_host(roles, host, extra, facts)
