@@ -34,6 +34,7 @@ class InventoryData:
     current_source: str = ""
     _direct: dict[str, set[str]] | None = None  # host -> its groups, built by reconcile() for fleets
     _members: dict[str, list[str]] = field(default_factory=dict)
+    _in_group: dict[str, set[str]] = field(default_factory=dict)  # each group's hosts as a set: no list scans
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -54,8 +55,13 @@ class InventoryData:
         if name not in self.hosts:
             self.hosts[name] = {"ansible_port": port} if port else {}
             self.host_files[name] = self.current_source
-        if group and name not in self.groups[group].hosts:
-            self.groups[group].hosts.append(name)
+        if group:
+            members = self._in_group.get(group)
+            if members is None:
+                members = self._in_group[group] = set(self.groups[group].hosts)
+            if name not in members:
+                members.add(name)
+                self.groups[group].hosts.append(name)
 
     def set_group_var(self, group: str, key: str, value: Any) -> None:
         if key == "ansible_group_priority":
@@ -101,18 +107,22 @@ class InventoryData:
         for name in list(self.groups):
             if name != "all" and not self.groups[name].parents:
                 self.add_child("all", name, "")
-        ungrouped = self.groups["ungrouped"]
-        for host in self.hosts:
-            groups = self.direct_groups(host) - {"all"}
-            if "ungrouped" in groups and groups != {"ungrouped"}:
-                ungrouped.hosts.remove(host)
-            elif not groups:
-                ungrouped.hosts.append(host)
         self._set_depths()
         self._direct = {host: set() for host in self.hosts}
         for name, group in self.groups.items():
             for host in group.hosts:
                 self._direct[host].add(name)
+        ungrouped = self.groups["ungrouped"]
+        was_ungrouped = set(ungrouped.hosts)
+        for host, groups in self._direct.items():
+            others = groups - {"all", "ungrouped"}
+            if others:
+                groups.discard("ungrouped")
+            elif host not in was_ungrouped:
+                groups.add("ungrouped")
+        kept = [host for host in ungrouped.hosts if "ungrouped" in self._direct[host]]
+        ungrouped.hosts = kept + [host for host in self.hosts if "ungrouped" in self._direct[host] and host not in was_ungrouped]
+        self._in_group.pop("ungrouped", None)
 
     def _set_depths(self) -> None:
         """A group's depth is its longest path from `all` (what Group.add_child_group keeps up to date)."""

@@ -66,5 +66,5 @@ def test_a_pull_on_the_login_node_logs_in_on_stdin_and_records_the_sha256(tmp_pa
     assert not (sif_dir / ".img_1.sif.ship").exists() and (tmp_path / "cache").is_dir()
     assert (logs / "stdin").read_text().strip() == PASSWORD
     argv = (logs / "argv").read_text()
-    assert PASSWORD not in argv and "pull --nohttps --force" in argv
+    assert PASSWORD not in argv and "pull --no-https --force" in argv
     assert not any(PASSWORD in line for line in lines)

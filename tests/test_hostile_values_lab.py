@@ -68,7 +68,9 @@ def test_the_builder_stack_with_hostile_values_plants_nothing_in_check_mode_real
     monkeypatch.setenv("NGC_API_KEY", "key$(touch /PWN-secret)'\"`touch /PWN-secret2`")
     lab.up(["hostile1"])
     inventory = inventory_for(tmp_path, lab, "hostile1")
-    extra = {**URLS, "docker_ce_daemon_settings": DAEMON, "hostile_text": TEXT}
+    # The lab host is Debian 12: the routes Debian has (the PPA and ubuntu-drivers are refused there at preflight).
+    extra = {**URLS, "docker_ce_daemon_settings": DAEMON, "hostile_text": TEXT,
+             "apptainer_source": "deb", "nvidia_driver_route": "cuda-repo"}
     roles = roles_with(tmp_path, {"hostile": {
         "defaults.yml": "hostile_text: x\n",
         "tasks.yml": """

@@ -66,7 +66,7 @@ def test_a_recipe_with_only_a_definition_builds_from_it_with_its_files_beside_it
     assert "From: reg.example:5000/lab/base:1" in (context / "apptainer.def").read_text()
     argv = (logs / "argv").read_text().splitlines()
     assert argv[0].startswith("registry login --username me --password-stdin docker://reg.example:5000")
-    assert argv[-1] == f"build --nohttps --force {home}/provision-build/defonly.sif apptainer.def | cwd={context}"
+    assert argv[-1] == f"build --no-https --force {home}/provision-build/defonly.sif apptainer.def | cwd={context}"
     assert (logs / "stdin").read_text().strip() == "reg-secret-42" and "reg-secret-42" not in "".join(argv + lines)
 
 

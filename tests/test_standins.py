@@ -589,11 +589,11 @@ def token_registry(tmp_path):
 
 @root_only
 def test_apptainer_pulls_from_a_registry_with_the_login_it_stored(apptainer, token_registry):
-    denied = apptainer("build", "--nohttps", "tiny.sif", f"docker://{token_registry}/tiny:1")
+    denied = apptainer("build", "--no-https", "tiny.sif", f"docker://{token_registry}/tiny:1")
     assert denied.returncode == 255 and "unauthorized: authentication required" in denied.stderr
     apptainer("registry", "login", "--username", "builder", "--password-stdin", f"docker://{token_registry}",
               input="s3cret")
-    build = apptainer("build", "--nohttps", "tiny.sif", f"docker://{token_registry}/tiny:1")
+    build = apptainer("build", "--no-https", "tiny.sif", f"docker://{token_registry}/tiny:1")
     assert build.returncode == 0, build.stderr
     assert apptainer("exec", "tiny.sif", "cat", "/etc/added").stdout == "added by layer 2\n"
 

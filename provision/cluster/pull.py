@@ -26,7 +26,7 @@ SOURCE = re.compile(r"^docker://[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 SIF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PULL_LIMIT = 24 * 3600.0  # seconds a pull may take while we wait for it
 
-# $1 source, $2 target SIF, $3 1 for --nohttps, $4 APPTAINER_CACHEDIR, $5 APPTAINER_TMPDIR ('' for Apptainer's own).
+# $1 source, $2 target SIF, $3 1 for --no-https, $4 APPTAINER_CACHEDIR, $5 APPTAINER_TMPDIR ('' for Apptainer's own).
 # Pulls under a temporary name, hashes, renames; records sha256 size mtime inode as .NAME.sha256 beside
 # it (the record submit checks), and drops a stale ship sidecar of an earlier file of that name.
 PULL_BODY = r'''
@@ -39,7 +39,7 @@ dir=$(dirname -- "$target") name=$(basename -- "$target")
 mkdir -p -- "$dir" || exit 3
 partial="$dir/.$name.pulling.${SLURM_JOB_ID:-$$}"
 flag=""
-[ "$nohttps" = 1 ] && flag=--nohttps
+[ "$nohttps" = 1 ] && flag=--no-https
 echo "pull: $source -> $target on $(hostname)"
 "$runtime" pull $flag --force "$partial" "$source" || { rm -f -- "$partial"; exit 1; }
 sum=$(sha256sum -- "$partial" | cut -d ' ' -f 1) || exit 1

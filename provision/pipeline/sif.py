@@ -67,7 +67,7 @@ def build_sif(recipe: Recipe, remote: Remote, from_registry: str | None = None,
     """
     source = choose_source(recipe, source, from_registry)
     out = f'"$build_dir"/{q(recipe.name + ".sif")}'
-    flag = " --nohttps" if nohttps else ""
+    flag = " --no-https" if nohttps else ""
     registry = (from_registry or "").rstrip("/")
     secrets: list[str] = []
     script = [ensure_sh(build_dir(remote.host)), _APPTAINER_DIRS, 'runtime=$(command -v apptainer || command -v singularity) || '
