@@ -242,7 +242,7 @@ def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
     "from_registry": "registry holding NAME:TAG (pushed earlier); with --from def the definition bootstraps from it",
     "nohttps": "the registry speaks plain http", "inventory": "inventory directory"})
 def sif(c, name, on, from_=None, from_registry=None, nohttps=False, inventory=INVENTORY):
-    """Build ~/provision-build/NAME.sif on the builder with apptainer (room checked first)."""
+    """Build NAME.sif in the builder's build_dir (default ~/provision-build) with apptainer (room checked first)."""
     from provision.pipeline.recipes import load_recipe
     from provision.pipeline.remote import Remote
     from provision.pipeline.sif import build_sif
