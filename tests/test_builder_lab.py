@@ -20,7 +20,7 @@ from provision.connection import Timeouts
 from provision.errors import PreflightError
 from provision.runner import RunOptions
 from tests.helpers import PROJECT, write
-from tests.labstack import BUILDER_ROLES, DEBIAN_12, UBUNTU_2204, UBUNTU_2404, Stack
+from tests.labstack import BUILDER_ROLES, CUDA_IMAGE_DIR, DEBIAN_12, UBUNTU_2204, UBUNTU_2404, Stack
 
 pytestmark = pytest.mark.lab
 PLANTED = "nvapi-PLANTED-7f3a9c-never-shown"
@@ -189,6 +189,13 @@ def test_builder_stack_converges_rebooting_once_then_changes_nothing(lab, builde
     assert verify["nvidia-smi sees the GPUs"].status == "ok"
     assert "Tesla V100-SXM2-16GB" in verify["nvidia-smi sees the GPUs"].detail
     assert verify["Apptainer runs a container with --nv"].detail.startswith("GPU 0: Tesla V100-SXM2-16GB")
+    # The framework recipes' GPU entrypoint in a container: with --nv (the stand-in GPU bound in) it
+    # lists the GPU, without it says to pass --nv; the command runs either way.
+    lab.exec(host, "cat > /tmp/gpu-entrypoint.sh", input=(PROJECT / "provision" / "gpu-entrypoint.sh").read_bytes())
+    with_gpus = lab.exec(host, f"apptainer exec --nv {CUDA_IMAGE_DIR} sh /tmp/gpu-entrypoint.sh echo ran")
+    assert with_gpus.stdout == "ran\n" and "gpu-check: GPU 0: Tesla V100-SXM2-16GB" in with_gpus.stderr, with_gpus
+    without = lab.exec(host, f"apptainer exec {CUDA_IMAGE_DIR} sh /tmp/gpu-entrypoint.sh echo ran")
+    assert without.stdout == "ran\n" and "pass --nv to apptainer" in without.stderr, without
     assert PLANTED not in console and PLANTED not in report.read_text()
     assert seen_processes and not any(PLANTED in snapshot for snapshot in seen_processes)
 
