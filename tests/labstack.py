@@ -7,7 +7,9 @@ kernel packages) or stays the Debian 12 it is. The roles see only that their URL
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -156,7 +158,28 @@ class Stack:
                           **wanted(self.host_variables(name)), **extra}
                    for name, extra in hosts.items()}
         write(directory / "inventory.yml", json.dumps({"all": {"vars": wanted(self.variables()), "hosts": entries}}, indent=2))
-        addresses = {self.lab.host(name).address for name in hosts}
-        (directory / "known_hosts").write_text("".join(
-            line + "\n" for line in self.lab.known_hosts_path.read_text().splitlines() if line.split()[0] in addresses))
+        keep_known_hosts(self.lab, directory, hosts)
         return directory
+
+
+def keep_known_hosts(lab, directory: Path, names) -> None:
+    """directory/known_hosts with the lab's vouched keys of these hosts only (not the whole lab's)."""
+    addresses = {lab.host(name).address for name in names}
+    (directory / "known_hosts").write_text("".join(
+        line + "\n" for line in lab.known_hosts_path.read_text().splitlines() if line.split()[0] in addresses))
+
+
+@contextlib.contextmanager
+def running_stack(lab, ngc_key: str):
+    """A Stack for a test module, NGC_API_KEY set to ngc_key while it lives; its servers stopped after."""
+    before = os.environ.get("NGC_API_KEY")
+    os.environ["NGC_API_KEY"] = ngc_key
+    made = Stack(lab, ngc_key)
+    try:
+        yield made
+    finally:
+        made.stop()
+        if before is None:
+            os.environ.pop("NGC_API_KEY", None)
+        else:
+            os.environ["NGC_API_KEY"] = before

@@ -20,7 +20,7 @@ from provision.connection import Timeouts
 from provision.errors import PreflightError
 from provision.runner import RunOptions
 from tests.helpers import PROJECT, write
-from tests.labstack import BUILDER_ROLES, CUDA_IMAGE_DIR, DEBIAN_12, UBUNTU_2204, UBUNTU_2404, Stack
+from tests.labstack import BUILDER_ROLES, CUDA_IMAGE_DIR, DEBIAN_12, UBUNTU_2204, UBUNTU_2404, running_stack
 
 pytestmark = pytest.mark.lab
 PLANTED = "nvapi-PLANTED-7f3a9c-never-shown"
@@ -34,12 +34,8 @@ CASES = {  # host: (release, driver route, apptainer source)
 
 @pytest.fixture(scope="module")
 def stack(lab):
-    patch = pytest.MonkeyPatch()
-    patch.setenv("NGC_API_KEY", PLANTED)
-    made = Stack(lab, PLANTED)
-    yield made
-    made.stop()
-    patch.undo()
+    with running_stack(lab, PLANTED) as made:
+        yield made
 
 
 @pytest.fixture(scope="module", params=list(CASES))

@@ -11,6 +11,7 @@ from rich.console import Console
 from provision import cli
 from provision.runner import RunOptions
 from tests.helpers import PROJECT, write
+from tests.labstack import keep_known_hosts
 
 pytestmark = pytest.mark.lab
 
@@ -53,9 +54,7 @@ def inventory_for(tmp_path: Path, lab, name: str) -> Path:
           hosts:
             {name}: {{ansible_host: {lab.host(name).address}, ansible_user: root}}
     """)
-    address = lab.host(name).address
-    kept = [line for line in lab.known_hosts_path.read_text().splitlines() if address in line.split(" ", 1)[0]]
-    (directory / "known_hosts").write_text("\n".join(kept) + "\n")
+    keep_known_hosts(lab, directory, [name])
     return directory
 
 

@@ -14,6 +14,7 @@ from provision.roles import load_roles
 from provision.runner import RunOptions
 from provision.userdata import build_userdata
 from tests.helpers import PROJECT, roles_with, write
+from tests.labstack import keep_known_hosts
 
 pytestmark = pytest.mark.lab
 
@@ -52,9 +53,7 @@ def inventory_for(tmp_path: Path, lab, name: str) -> Path:
                                 instance_type: "p3.2xlarge;$(touch$IFS/PWN-it)'",
                                 gpus: [{{pci_id: "10de:1db1"}}]}}
     """)
-    address = lab.host(name).address
-    kept = [line for line in lab.known_hosts_path.read_text().splitlines() if address in line.split(" ", 1)[0]]
-    (directory / "known_hosts").write_text("\n".join(kept) + "\n")
+    keep_known_hosts(lab, directory, [name])
     return directory
 
 

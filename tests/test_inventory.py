@@ -113,3 +113,17 @@ def test_extra_vars_are_yaml_and_win_over_the_inventory(tmp_path):
     assert 'DPkg::Lock::Timeout "30";' in script, "-e's value reaches the file base writes"
     with pytest.raises(ProvisionError, match="expected key=value"):
         parse_extra(["oops"])
+
+
+def test_images_left_in_an_inventory_directory_are_not_parsed_as_inventories(tmp_path, monkeypatch):
+    """A SIF or archive beside the inventory is skipped unread as INI (parsing megabytes of it takes minutes)."""
+    from provision import inventory as inventory_module
+
+    write(tmp_path / "hosts" / "inventory.yml", "all:\n  hosts:\n    a: {ansible_host: 192.0.2.1}\n")
+    (tmp_path / "hosts" / "fastai2.sif").write_bytes(b"#!/usr/bin/env run-singularity\n\0\x01binary")
+    (tmp_path / "hosts" / "one-line.img").write_bytes(b"z" * 200_000)
+    parsed = []
+    real = inventory_module.read_source
+    monkeypatch.setattr(inventory_module, "read_source", lambda file, data: parsed.append(file.name) or real(file, data))
+    assert load_inventory(tmp_path / "hosts").host("a").address == "192.0.2.1"
+    assert parsed == ["inventory.yml"]

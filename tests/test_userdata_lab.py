@@ -14,7 +14,7 @@ from provision.roles import load_roles
 from provision.runner import RunOptions
 from provision.userdata import render_userdata
 from tests.helpers import PROJECT, write
-from tests.labstack import BUILDER_ROLES, V100, Stack
+from tests.labstack import BUILDER_ROLES, V100, running_stack
 
 pytestmark = pytest.mark.lab
 PLANTED = "nvapi-PLANTED-userdata-5d1e"
@@ -62,12 +62,8 @@ def wait_for_status(lab, name: str, wanted: set[str], timeout: float = 900) -> s
 
 @pytest.fixture(scope="module")
 def stack(lab):
-    patch = pytest.MonkeyPatch()
-    patch.setenv("NGC_API_KEY", PLANTED)
-    made = Stack(lab, PLANTED)
-    yield made
-    made.stop()
-    patch.undo()
+    with running_stack(lab, PLANTED) as made:
+        yield made
 
 
 def test_cloud_init_runs_the_user_data_to_the_same_state_as_ssh_then_a_further_boot_changes_nothing(lab, stack, tmp_path):
