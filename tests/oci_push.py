@@ -33,7 +33,8 @@ def layer(files: dict[str, tuple[bytes, int]], links: dict[str, str]) -> tuple[b
 
 
 def push_image(registry: str, user: str, password: str, repository: str, tag: str,
-               files: dict[str, tuple[bytes, int]], links: dict[str, str], cmd: list[str]) -> str:
+               files: dict[str, tuple[bytes, int]], links: dict[str, str], cmd: list[str],
+               path: str = "/bin") -> str:
     """Upload one layer, the config and the manifest over plain http; return the manifest's digest."""
     auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -50,7 +51,7 @@ def push_image(registry: str, user: str, password: str, repository: str, tag: st
         return digest
 
     compressed, diff_id = layer(files, links)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd, "Env": [f"PATH={path}"]},
                          "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}}).encode()
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,

@@ -27,18 +27,25 @@ def detach_others_script(root: Path) -> str:
 done"""
 
 
-def supervisor_script(name: str, root: Path, machine: Path, systemd: bool) -> str:
+def supervisor_script(name: str, root: Path, machine: Path, systemd: bool, cgroups: list[Path] = ()) -> str:
     """Boot the host once, and again while its boot ends in a reboot request; then exit.
 
     Runs on this machine inside the host's netns, detached; the lab kills it to stop the host.
+    With `cgroups` (a host without systemd that runs dockerd), the host boots in those cgroups and
+    a cgroup namespace rooted at them: its dockerd sees them as the whole tree.
     """
     namespaces = "--mount --propagation private" if systemd else (
         "--mount --uts --ipc --pid --fork --kill-child --propagation private")
+    join = ""
+    if cgroups:
+        namespaces += " --cgroup"
+        procs = " ".join(quote(str(cgroup / "cgroup.procs")) for cgroup in cgroups)
+        join = f'for procs in {procs}; do echo $$ > "$procs"; done\n'
     return f"""#!/bin/sh
 # Supervisor of lab host {name} (written by provision/lab/boot.py).
 root={quote(str(root))}
 machine={quote(str(machine))}
-while :; do
+{join}while :; do
     rm -f "$root/{REBOOT_FLAG}"
     cat /proc/sys/kernel/random/uuid > "$machine/boot_id"
     echo "== provision lab: booting {name} at $(date -u +%FT%TZ)"
@@ -50,11 +57,14 @@ done
 """
 
 
-def tini_boot_script(name: str, root: Path, machine: Path, pivot_root: bool = False) -> str:
+def tini_boot_script(name: str, root: Path, machine: Path, pivot_root: bool = False,
+                     cgroup_mounts: tuple[tuple[str, str, str], ...] = ()) -> str:
     """As PID 1 of fresh namespaces: mount the host's API filesystems, then exec sshd under tini.
 
     The host enters its root with chroot, or with `pivot_root` (the root then is the mount
-    namespace's own, as in a container; Apptainer refuses to run in a chroot).
+    namespace's own, as in a container; Apptainer refuses to run in a chroot). `cgroup_mounts`
+    (this machine's cgroup hierarchies, seen from the host's cgroup namespace) are mounted where
+    they are here, as systemd would mount them, for dockerd.
     """
     device_nodes = "\n".join(f'mknod -m 666 "$root/dev/{node}" c {major} {minor}'
                              for node, (major, minor) in DEVICE_NODES.items())
@@ -75,7 +85,7 @@ ro_bind "$machine/boot_id" "$root/proc/sys/kernel/random/boot_id"
 mount --bind "$root/proc/sys/net" "$root/proc/sys/net"
 mount -o remount,bind,rw "$root/proc/sys/net"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
-[ ! -d "$root/{PCI_STANDIN_DIR}" ] || mount --bind "$root/{PCI_STANDIN_DIR}" "$root/sys/bus/pci/devices"
+{_cgroup_lines(cgroup_mounts)}[ ! -d "$root/{PCI_STANDIN_DIR}" ] || mount --bind "$root/{PCI_STANDIN_DIR}" "$root/sys/bus/pci/devices"
 mount -t tmpfs -o mode=755,size=16m,nosuid tmpfs "$root/dev"
 {device_nodes}
 ln -s /proc/self/fd "$root/dev/fd"
@@ -90,6 +100,16 @@ mount -t tmpfs -o mode=755,size=64m,nosuid,nodev tmpfs "$root/run"
 mkdir -m 755 "$root/run/sshd"
 mkdir -m 1777 "$root/run/lock"
 {_PIVOT_ROOT if pivot_root else _CHROOT}"""
+
+def _cgroup_lines(cgroup_mounts: tuple[tuple[str, str, str], ...]) -> str:
+    """Each (mount point, fs type, super options) mounted again in the host, below a tmpfs of its own."""
+    if not cgroup_mounts:
+        return ""
+    lines = ['mount -t tmpfs -o mode=755,nosuid,nodev,noexec cgroup "$root/sys/fs/cgroup"']
+    lines += [f'mkdir -p "$root"{quote(point)} && mount -t {fstype} -o {quote(options)} {fstype} "$root"{quote(point)}'
+              for point, fstype, options in cgroup_mounts]
+    return "\n".join(lines) + "\n"
+
 
 _CHROOT = f"""exec chroot "$root" /usr/bin/env -i PATH={HOST_PATH} LANG=C.UTF-8 \\
     /usr/bin/tini -- /usr/sbin/sshd -D -e

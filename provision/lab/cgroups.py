@@ -23,6 +23,17 @@ def _hierarchies() -> list[tuple[Path, frozenset[str]]]:
     return found
 
 
+def hierarchy_mounts() -> tuple[tuple[str, str, str], ...]:
+    """(mount point, fs type, super options) of each cgroup hierarchy of this machine, v1 and v2."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        fstype, _, super_options = tail.split()[:3]
+        if fstype in ("cgroup", "cgroup2") and fields.split()[4].startswith("/sys/fs/cgroup/"):
+            found.append((fields.split()[4], fstype, super_options))
+    return tuple(found)
+
+
 def _own_cgroups() -> dict[frozenset[str], str]:
     """This process's cgroup path in each hierarchy, by that hierarchy's controllers."""
     own = {}

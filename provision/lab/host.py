@@ -86,12 +86,15 @@ def create(host: LabHost, machine: MachineDir, base: Path, client_public_key: st
 
 def start(host: LabHost, machine: MachineDir) -> None:
     """Write the host's boot scripts, start its supervisor detached in its netns; return at once."""
-    supervisor = boot.supervisor_script(host.name, machine.root, machine.path, host.systemd)
+    docker = host.flavour in rootfs.DOCKER_FLAVOURS  # no systemd to give dockerd its cgroups: the boot does
+    own_cgroups = cgroups.host_cgroups(host.name) if docker else []
+    supervisor = boot.supervisor_script(host.name, machine.root, machine.path, host.systemd, own_cgroups)
     (machine.path / "supervise.sh").write_text(supervisor)
     if host.systemd:
         boot_script = boot.nspawn_boot_script(host.name, machine.root, cgroups.host_cgroups(host.name))
     else:
-        boot_script = boot.tini_boot_script(host.name, machine.root, machine.path, pivot_root=bool(host.flavour))
+        boot_script = boot.tini_boot_script(host.name, machine.root, machine.path, pivot_root=bool(host.flavour),
+                                            cgroup_mounts=cgroups.hierarchy_mounts() if docker else ())
     (machine.path / "boot.sh").write_text(boot_script)
     with open(machine.console_log, "ab") as console:
         run_detached = ["setsid", "--fork", "nsenter", f"--net=/run/netns/{host.netns}",
@@ -103,7 +106,7 @@ def start(host: LabHost, machine: MachineDir) -> None:
 def stop(host: LabHost) -> None:
     """Power the host off: kill its supervisor and every process in its netns."""
     network.kill_netns_processes(host.netns)
-    if host.systemd:
+    if host.systemd or host.flavour in rootfs.DOCKER_FLAVOURS:
         cgroups.remove_host_cgroups(host.name)
 
 

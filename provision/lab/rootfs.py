@@ -21,12 +21,19 @@ SUDO_USER = "ubuntu"
 # glibc 2.38, newer than bookworm's), with Slurm and munge of the same suite for cluster hosts.
 # Such hosts boot with pivot_root (boot.py): Apptainer refuses to run in a chroot.
 APPTAINER_FLAVOUR = "apptainer"
-FLAVOUR_SUITES = {APPTAINER_FLAVOUR: "sid"}
-FLAVOUR_PACKAGES = {APPTAINER_FLAVOUR: (
-    "apptainer", "squashfs-tools", "uidmap", "tzdata",  # Apptainer binds /etc/localtime into containers
-    "slurm-wlm", "munge", "procps", "busybox-static", "iptables")}
+# Builders with the vendor's own Apptainer beside Debian's docker engine and buildx, of the same suite
+# (no systemd: sid's systemd needs cgroup v2 and this machine has v1; the host gets its own cgroups).
+BUILDER_FLAVOUR = "apptainer-docker"
+_APPTAINER_PACKAGES = ("apptainer", "squashfs-tools", "uidmap", "tzdata")  # tzdata: Apptainer binds /etc/localtime
+FLAVOUR_SUITES = {APPTAINER_FLAVOUR: "sid", BUILDER_FLAVOUR: "sid"}
+FLAVOUR_PACKAGES = {
+    APPTAINER_FLAVOUR: (*_APPTAINER_PACKAGES, "slurm-wlm", "munge", "procps", "busybox-static", "iptables"),
+    BUILDER_FLAVOUR: (*_APPTAINER_PACKAGES, "docker.io", "docker-cli", "docker-buildx", "siftool", "procps", "busybox-static",
+                      "iptables")}
+# Flavours whose hosts run dockerd: they boot in cgroups of their own (boot.py).
+DOCKER_FLAVOURS = frozenset({BUILDER_FLAVOUR})
 # The mirror's snapshot of the unstable suite is past its Release's Valid-Until.
-FLAVOUR_APT_OPTIONS = {APPTAINER_FLAVOUR: {"Acquire::Check-Valid-Until": "false"}}
+FLAVOUR_APT_OPTIONS = {flavour: {"Acquire::Check-Valid-Until": "false"} for flavour in FLAVOUR_SUITES}
 # This machine's permitted capability set lacks one bit; Apptainer's default `full` asks for all of them.
 APPTAINER_CONF = "etc/apptainer/apptainer.conf"
 APPTAINER_CONF_CHANGES = (("root default capabilities = full", "root default capabilities = file"),)
@@ -112,7 +119,7 @@ class BaseRecipe:
     source_lines: tuple[str, ...]
     files: tuple[tuple[str, str, int], ...]
     links: tuple[tuple[str, str], ...]
-    flavour: str = field(default="", repr=False)  # "" or APPTAINER_FLAVOUR
+    flavour: str = field(default="", repr=False)  # "" or a key of FLAVOUR_SUITES
 
     @property
     def suite(self) -> str:
@@ -164,7 +171,7 @@ def _customize(root: Path, recipe: BaseRecipe) -> None:
 
 def _customize_flavour(root: Path, recipe: BaseRecipe) -> None:
     """What a flavour's packages need changed to run in a lab host (see APPTAINER_CONF_CHANGES)."""
-    if recipe.flavour == APPTAINER_FLAVOUR:
+    if "apptainer" in FLAVOUR_PACKAGES.get(recipe.flavour, ()):
         conf = root / APPTAINER_CONF
         text = conf.read_text()
         for old, new in APPTAINER_CONF_CHANGES:

@@ -1,0 +1,140 @@
+"""The fastai2 recipe on a builder with the vendor's Apptainer and docker: a SIF from its Dockerfile and from its def, each notebook listening on a cluster host."""
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provision.cluster.notebook import notebook
+from provision.lab.lab import Lab
+from provision.lab.rootfs import APPTAINER_FLAVOUR, BUILDER_FLAVOUR
+from provision.pipeline.build import build
+from provision.pipeline.recipes import load_recipe
+from provision.pipeline.remote import Remote
+from provision.pipeline.sif import build_sif
+from provision.ship import ship
+from tests.helpers import PROJECT
+from tests.oci_push import push_image
+
+pytestmark = pytest.mark.lab
+
+BUILDER, LOGIN = "apbuild1", "aplogin1"  # Debian sid: Apptainer 1.4.5 and docker.io from Debian, no stand-in
+SIF_DIR = "/home/ubuntu/containers"
+USER, PASSWORD = "builder", "lab-builder-pw-3e81"
+BASE = "lab/pytorch:25.06-py3"
+
+# LAB STAND-IN for NGC's PyTorch image: no registry outside this machine is reachable, and the real one
+# is 10 GB. It carries busybox and two stand-ins, each doing only what the fastai2 recipe relies on.
+# pip: `pip install --no-cache-dir NAME==VERSION...` as in the recipe's Dockerfile and %post; any other
+# use is not modelled and fails (the lab has no package index to install from).
+STANDIN_PIP = """#!/bin/sh
+# LAB STAND-IN for pip (the fastai2 recipe's `pip install --no-cache-dir PKG==VER...` only).
+[ "$1" = install ] && [ "$2" = --no-cache-dir ] && [ $# -gt 2 ] || { echo "pip stand-in: not modelled: $*" >&2; exit 3; }
+shift 2
+for spec in "$@"; do
+  case $spec in *==*) ;; *) echo "pip stand-in: not modelled (unpinned): $spec" >&2; exit 3 ;; esac
+  echo "$spec" >> /usr/lib/pip-standin-installed
+done
+"""
+# jupyter: JupyterLab 4's `jupyter lab --no-browser --ip=IP --port=N --config=FILE` (jupyter_server's
+# ServerApp options) serves HTTP on IP:N; here busybox httpd does. It refuses a config without
+# `c.PasswordIdentityProvider.hashed_password` (the start script's whole point) and anything else.
+STANDIN_JUPYTER = """#!/bin/sh
+# LAB STAND-IN for jupyter (JupyterLab 4: `jupyter lab --no-browser --ip= --port= --config=` only).
+[ "$1" = lab ] && [ "$2" = --no-browser ] || { echo "jupyter stand-in: not modelled: $*" >&2; exit 3; }
+shift 2
+for arg in "$@"; do
+  case $arg in
+    --ip=*) ip=${arg#--ip=} ;;
+    --port=*) port=${arg#--port=} ;;
+    --config=*) config=${arg#--config=} ;;
+    *) echo "jupyter stand-in: not modelled: $arg" >&2; exit 3 ;;
+  esac
+done
+grep -q "^c.PasswordIdentityProvider.hashed_password = 'argon2:" "$config" || { echo "jupyter stand-in: no password hash in $config" >&2; exit 1; }
+echo "Jupyter Server (lab stand-in) is running at: http://$ip:$port/lab"
+exec httpd -f -p "$ip:$port"
+"""
+TOOLS = ("sh", "cat", "chmod", "echo", "mktemp", "printf", "grep", "httpd", "mkdir", "rm", "ls", "id")
+
+
+def _listening(lab: Lab, name: str, port: int) -> bool:
+    hexport = f":{port:04X}"
+    text = lab.exec(name, "cat /proc/net/tcp /proc/net/tcp6", check=False).stdout
+    return any(len(f) > 3 and f[1].endswith(hexport) and f[3] == "0A" for f in (line.split() for line in text.splitlines()))
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    lab = Lab()
+    lab.up([BUILDER], flavour=BUILDER_FLAVOUR)
+    lab.up([LOGIN], flavour=APPTAINER_FLAVOUR)
+    registry = lab.registry({USER: PASSWORD})
+    # No init system in these hosts: dockerd is started as docker.service would start it (vfs: the
+    # host's root is an overlay), trusting the lab's plain-http registry; ubuntu is in group docker.
+    daemon = '{"storage-driver": "vfs", "insecure-registries": ["%s"]}' % registry
+    lab.exec(BUILDER, f"mkdir -p /etc/docker && echo '{daemon}' > /etc/docker/daemon.json && usermod -aG docker ubuntu "
+                      "&& (setsid dockerd > /var/log/dockerd.log 2>&1 < /dev/null &)")
+    deadline = time.monotonic() + 60
+    while lab.exec(BUILDER, "docker info > /dev/null 2>&1", check=False).returncode != 0:
+        assert time.monotonic() < deadline, lab.exec(BUILDER, "tail -n 20 /var/log/dockerd.log").stdout
+        time.sleep(0.5)
+    busybox = (lab.rootfs(LOGIN) / "bin/busybox").read_bytes()
+    push_image(registry, USER, PASSWORD, BASE.split(":")[0], BASE.split(":")[1],
+               {"bin/busybox": (busybox, 0o755), "usr/local/bin/pip": (STANDIN_PIP.encode(), 0o755),
+                "usr/local/bin/jupyter": (STANDIN_JUPYTER.encode(), 0o755), "tmp/.keep": (b"", 0o644), "usr/lib/.keep": (b"", 0o644)},
+               {f"bin/{tool}": "busybox" for tool in TOOLS}, ["sh"], path="/usr/local/bin:/bin")
+    # The shipped recipe, its base swapped for the stand-in's place in the lab registry.
+    images = tmp_path_factory.mktemp("images")
+    shutil.copytree(PROJECT / "images" / "fastai2", images / "fastai2")
+    spec = images / "fastai2" / "recipe.yml"
+    spec.write_text(spec.read_text().replace("base: nvcr.io/nvidia/pytorch:25.06-py3", f"base: {registry}/{BASE}"))
+    directory = tmp_path_factory.mktemp("inventory")
+    shutil.copy(lab.known_hosts_path, directory / "known_hosts")
+    login = {"username": USER, "password": {"secret_env": "LAB_BUILDER_PASSWORD"}}
+    (directory / "inventory.yml").write_text(yaml.safe_dump({"all": {"vars": {"ssh_key": str(lab.client_key)}, "hosts": {
+        BUILDER: {"ansible_host": lab.host(BUILDER).address, "ansible_user": "ubuntu", "registry_logins": {registry: login}},
+        LOGIN: {"ansible_host": lab.host(LOGIN).address, "ansible_user": "ubuntu", "sif_dir": SIF_DIR}}}}))
+    lab.exec(LOGIN, f"mkdir -p {SIF_DIR} /home/ubuntu/.jupyter && chown -R ubuntu: {SIF_DIR} /home/ubuntu/.jupyter && "
+                    "echo 'argon2:$argon2id$v=19$m=10240,t=10,p=8$lab$hash' > /home/ubuntu/.jupyter/password.hash")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LAB_BUILDER_PASSWORD", PASSWORD)
+    yield lab, directory, images
+    patch.undo()
+
+
+def _notebook_listens(lab: Lab, inventory: Path, images: Path, port: int) -> None:
+    """`invoke notebook fastai2 LOGIN --port PORT`: the recipe's start line in an instance of the shipped SIF."""
+    started = notebook("fastai2", LOGIN, inventory, port=port, images_dir=images, ready_timeout=90)
+    try:
+        assert _listening(lab, LOGIN, port), started
+        log = lab.exec(LOGIN, "cat /home/ubuntu/.provision/notebooks/*.log").stdout
+        assert f"running at: http://127.0.0.1:{port}/lab" in log, log
+    finally:
+        notebook("fastai2", LOGIN, inventory, stop=True, images_dir=images)
+    assert not _listening(lab, LOGIN, port)
+
+
+def test_fastai2_from_its_dockerfile_becomes_a_sif_with_the_real_apptainer_and_its_notebook_listens(hosts):
+    lab, inventory, images = hosts
+    recipe = load_recipe("fastai2", images)
+    with Remote(inventory, BUILDER) as remote:
+        build(recipe, remote)
+        path = build_sif(recipe, remote, source="docker-daemon")
+    installed = lab.exec(BUILDER, f"su ubuntu -c 'apptainer exec {path} cat /usr/lib/pip-standin-installed'").stdout
+    assert installed.split() == ["fastai==2.8.2", "jupyterlab==4.4.3", "ipywidgets==8.1.7"]
+    assert "apptainer version 1.4" in lab.exec(BUILDER, "apptainer --version").stdout
+    assert ship(f"{BUILDER}:{Path(path).name}", LOGIN, inventory).path == f"{SIF_DIR}/fastai2.sif"
+    _notebook_listens(lab, inventory, images, 9941)
+
+
+def test_fastai2_from_its_definition_builds_with_the_real_apptainer_and_its_notebook_listens(hosts):
+    lab, inventory, images = hosts
+    recipe = load_recipe("fastai2", images)
+    with Remote(inventory, BUILDER) as remote:
+        path = build_sif(recipe, remote, source="def", nohttps=True)
+    deffile = lab.exec(BUILDER, f"apptainer inspect --deffile {path}").stdout
+    assert "Bootstrap: docker" in deffile and "pip install --no-cache-dir fastai==2.8.2" in deffile, deffile
+    assert ship(f"{BUILDER}:{Path(path).name}", LOGIN, inventory).path == f"{SIF_DIR}/fastai2.sif"
+    _notebook_listens(lab, inventory, images, 9942)
