@@ -242,15 +242,15 @@ def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
     "from_registry": "registry holding NAME:TAG (pushed earlier); with --from def the definition bootstraps from it",
     "nohttps": "the registry speaks plain http", "inventory": "inventory directory"})
 def sif(c, name, on, from_=None, from_registry=None, nohttps=False, inventory=INVENTORY):
-    """Build NAME.sif in the builder's build_dir (default ~/provision-build) with apptainer (room checked first)."""
+    """Build NAME.sif (NAME_ARCH.sif per platform) in the builder's build_dir (default ~/provision-build) with apptainer."""
     from provision.pipeline.recipes import load_recipe
     from provision.pipeline.remote import Remote
-    from provision.pipeline.sif import build_sif
+    from provision.pipeline.sif import build_sifs
 
     def body():
         with Remote(Path(inventory), on) as remote:
-            path = build_sif(load_recipe(name), remote, from_registry, _lines, from_, nohttps)
-            console.print(f"built {on}:{path}")
+            for path in build_sifs(load_recipe(name), remote, from_registry, _lines, from_, nohttps):
+                console.print(f"built {on}:{path}")
     _or_fail(body)
 
 

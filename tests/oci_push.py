@@ -10,6 +10,8 @@ import tarfile
 import urllib.request
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+LIST_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
 def layer(files: dict[str, tuple[bytes, int]], links: dict[str, str]) -> tuple[bytes, str]:
@@ -32,9 +34,39 @@ def layer(files: dict[str, tuple[bytes, int]], links: dict[str, str]) -> tuple[b
     return gzip.compress(raw.getvalue(), mtime=0), hashlib.sha256(raw.getvalue()).hexdigest()
 
 
+def _caller(registry: str, user: str, password: str):
+    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def call(method: str, url: str, data: bytes | None = None, headers: dict | None = None):
+        request = urllib.request.Request(url if url.startswith("http") else f"http://{registry}{url}", data=data,
+                                         method=method, headers={"Authorization": auth, **(headers or {})})
+        return urllib.request.urlopen(request, timeout=30)
+    return call
+
+
+def push_index(registry: str, user: str, password: str, repository: str, tag: str,
+               manifests: dict[str, str]) -> None:
+    """A manifest list TAG naming the manifests {arch: digest} already pushed to `repository`."""
+    call = _caller(registry, user, password)
+    entries = []
+    for arch, digest in manifests.items():
+        head = call("HEAD", f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_TYPE})
+        entries.append({"mediaType": MANIFEST_TYPE, "digest": digest, "size": int(head.headers["Content-Length"]),
+                        "platform": {"architecture": arch, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": entries}).encode()
+    call("PUT", f"/v2/{repository}/manifests/{tag}", index, {"Content-Type": LIST_TYPE})
+
+
+def get_manifest(registry: str, user: str, password: str, repository: str, tag: str) -> dict:
+    """The manifest (or manifest list / OCI index) TAG, as the registry serves it to a client accepting lists."""
+    call = _caller(registry, user, password)
+    accept = ", ".join((LIST_TYPE, INDEX_TYPE, MANIFEST_TYPE, "application/vnd.oci.image.manifest.v1+json"))
+    return json.loads(call("GET", f"/v2/{repository}/manifests/{tag}", headers={"Accept": accept}).read())
+
+
 def push_image(registry: str, user: str, password: str, repository: str, tag: str,
                files: dict[str, tuple[bytes, int]], links: dict[str, str], cmd: list[str],
-               path: str = "/bin") -> str:
+               path: str = "/bin", arch: str = "amd64") -> str:
     """Upload one layer, the config and the manifest over plain http; return the manifest's digest."""
     auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -51,7 +83,7 @@ def push_image(registry: str, user: str, password: str, repository: str, tag: st
         return digest
 
     compressed, diff_id = layer(files, links)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd, "Env": [f"PATH={path}"]},
+    config = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": cmd, "Env": [f"PATH={path}"]},
                          "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}}).encode()
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,

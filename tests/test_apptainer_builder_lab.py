@@ -12,10 +12,12 @@ from provision.lab.rootfs import APPTAINER_FLAVOUR, BUILDER_FLAVOUR
 from provision.pipeline.build import build
 from provision.pipeline.recipes import load_recipe
 from provision.pipeline.remote import Remote
-from provision.pipeline.sif import build_sif
+from provision.lab.emulation import ensure_emulation
+from provision.pipeline.registry import push
+from provision.pipeline.sif import build_sif, build_sifs
 from provision.ship import ship
-from tests.helpers import PROJECT
-from tests.oci_push import push_image
+from tests.helpers import PROJECT, write
+from tests.oci_push import get_manifest, push_image, push_index
 
 pytestmark = pytest.mark.lab
 
@@ -23,6 +25,7 @@ BUILDER, LOGIN = "apbuild1", "aplogin1"  # Debian sid: Apptainer 1.4.5 and docke
 SIF_DIR = "/home/ubuntu/containers"
 USER, PASSWORD = "builder", "lab-builder-pw-3e81"
 BASE = "lab/pytorch:25.06-py3"
+PROXY = "-o Acquire::http::Proxy=http://10.200.0.1:3142"  # the lab's apt cache
 
 # LAB STAND-IN for NGC's PyTorch image: no registry outside this machine is reachable, and the real one
 # is 10 GB. It carries busybox and two stand-ins, each doing only what the fastai2 recipe relies on.
@@ -138,3 +141,71 @@ def test_fastai2_from_its_definition_builds_with_the_real_apptainer_and_its_note
     assert "Bootstrap: docker" in deffile and "pip install --no-cache-dir fastai==2.8.2" in deffile, deffile
     assert ship(f"{BUILDER}:{Path(path).name}", LOGIN, inventory).path == f"{SIF_DIR}/fastai2.sif"
     _notebook_listens(lab, inventory, images, 9942)
+
+
+def _multi_platform_base(lab: Lab, registry: str) -> str:
+    """lab/multibase:1, a manifest list of busybox images for amd64 and arm64 (Debian's busybox-static of each)."""
+    lab.exec(BUILDER, f"dpkg --add-architecture arm64 && apt-get {PROXY} update -qq && cd /tmp && "
+                      f"apt-get {PROXY} download -qq busybox-static:arm64 && "
+                      "dpkg-deb -x busybox-static_*_arm64.deb /tmp/bb-arm64")
+    digests = {}
+    for arch, busybox in (("amd64", lab.rootfs(LOGIN) / "bin/busybox"),
+                          ("arm64", lab.rootfs(BUILDER) / "tmp/bb-arm64/usr/bin/busybox")):
+        digests[arch] = push_image(registry, USER, PASSWORD, "lab/multibase", f"1-{arch}",
+                                   {"bin/busybox": (busybox.read_bytes(), 0o755), "etc/.keep": (b"", 0o644)},
+                                   {f"bin/{tool}": "busybox" for tool in TOOLS + ("uname",)}, ["sh"],
+                                   path="/usr/local/bin:/bin", arch=arch)
+    push_index(registry, USER, PASSWORD, "lab/multibase", "1", digests)
+    return f"{registry}/lab/multibase:1"
+
+
+def test_a_recipe_for_two_platforms_pushes_one_manifest_list_and_makes_a_sif_per_architecture(hosts, tmp_path):
+    lab, inventory, _ = hosts
+    ensure_emulation("arm64")  # qemu-user's handler: the arm64 build's RUN step runs emulated
+    registry = yaml.safe_load((inventory / "inventory.yml").read_text())["all"]["hosts"][BUILDER]["registry_logins"]
+    registry = next(iter(registry))
+    base = _multi_platform_base(lab, registry)
+    write(tmp_path / "labmulti" / "recipe.yml", f"""
+        name: labmulti
+        tag: "1"
+        base: {base}
+        gpu_architectures: [hopper]
+        platforms: [linux/amd64, linux/arm64]
+        files: {{hello.sh: /usr/local/bin/hello}}
+        start: hello
+    """)
+    write(tmp_path / "labmulti" / "hello.sh", "#!/bin/sh\necho hello from $(cat /etc/built-on)\n")
+    write(tmp_path / "labmulti" / "Dockerfile.j2", """
+        FROM {{ base }}
+        COPY hello.sh /usr/local/bin/hello
+        RUN chmod 755 /usr/local/bin/hello && uname -m > /etc/built-on
+        CMD ["hello"]
+    """)
+    recipe = load_recipe("labmulti", tmp_path)
+    with Remote(inventory, BUILDER) as remote:
+        build(recipe, remote)
+        pushed = push(recipe, remote, registry)
+        paths = build_sifs(recipe, remote)
+    assert pushed == [f"{registry}/labmulti:1"]
+    listed = get_manifest(registry, USER, PASSWORD, "labmulti", "1")
+    assert listed["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json", listed
+    assert sorted(m["platform"]["architecture"] for m in listed["manifests"]) == ["amd64", "arm64"]
+    assert paths == [f"/home/ubuntu/provision-build/labmulti_{arch}.sif" for arch in ("amd64", "arm64")]
+    for path, arch, machine in zip(paths, ("amd64", "arm64"), ("x86_64", "aarch64")):
+        described = lab.exec(BUILDER, f"siftool list {path}").stdout
+        assert f"FS (Squashfs/*System/{arch})" in described, described
+        # What the build's RUN step saw (under qemu for arm64), read from the SIF's root filesystem.
+        built_on = lab.exec(BUILDER, f"id=$(siftool list {path} | awk -F'|' '/FS \\(/ {{print $1 + 0}}') && "
+                            f"siftool dump $id {path} > /tmp/fs.sqfs && unsquashfs -cat /tmp/fs.sqfs etc/built-on")
+        assert built_on.stdout.strip() == machine, built_on
+    ran = lab.exec(BUILDER, f"su ubuntu -c 'apptainer exec {paths[0]} hello'").stdout
+    assert ran.strip() == "hello from x86_64", ran
+    # Real Apptainer will not run the arm64 SIF here (no emulation inside the host): the SIF says arm64.
+    refused = lab.exec(BUILDER, f"su ubuntu -c 'apptainer exec {paths[1]} hello'", check=False)
+    assert "image's architecture (arm64) could not run on the host's (amd64)" in refused.stderr, refused
+    # The pipeline ships the SIF of the destination's architecture (amd64 here: arm64 lab hosts are not made).
+    from provision.pipeline.chain import run_pipeline
+    result = run_pipeline("labmulti", BUILDER, LOGIN, inventory, None, tmp_path, lambda line: None)
+    assert result.sif == paths[0] and result.stages == ["build", "sif", "ship"]
+    there = lab.exec(LOGIN, f"sha256sum {SIF_DIR}/labmulti_amd64.sif").stdout.split()[0]
+    assert there == lab.exec(BUILDER, f"sha256sum {paths[0]}").stdout.split()[0]

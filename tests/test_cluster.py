@@ -305,3 +305,18 @@ def test_logs_of_a_forgotten_job_are_found_by_name_in_the_sif_dir(local_cluster)
         done = session.run(LOGS_SCRIPT, "42", str(sif_dir), "0", "1", on_line=lines.append)
     assert done.status == 0 and lines == ["epoch 1", "epoch 2"]
     assert f"output={sif_dir}/tiny-42.out" in done.stderr
+
+
+def test_a_recipe_built_for_several_platforms_resolves_to_the_sif_of_the_clusters_architecture(local_cluster):
+    inventory, sif_dir = local_cluster
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
+    other = {"amd64": "arm64", "arm64": "amd64"}[arch]
+    (sif_dir / f"multi_{arch}.sif").write_bytes(b"this architecture")
+    (sif_dir / f"multi_{other}.sif").write_bytes(b"the other one")
+    with login_session("hpc", inventory) as session:
+        found = verify_on_cluster(session, image_ref("multi", session.sif_dir))
+        (sif_dir / f"multi_{arch}.sif").unlink()
+        with pytest.raises(ClusterError, match=r"no SIF at .*/multi.sif; ship it first: invoke ship multi.sif hpc"):
+            verify_on_cluster(session, image_ref("multi", session.sif_dir))
+    assert found.path == f"{sif_dir.resolve()}/multi_{arch}.sif"
+    assert found.sha256 == hashlib.sha256(b"this architecture").hexdigest()

@@ -30,6 +30,10 @@ tilde() { case $1 in "~") echo "$HOME" ;; "~/"*) echo "$HOME/${1#"~/"}" ;; *) ec
 # file keeps its size, mtime and inode.
 PREFLIGHT_SCRIPT = _TILDE + r'''
 sif=$(tilde "$1") rehash=$2
+if [ ! -f "$sif" ]; then  # a recipe built for several platforms: NAME_ARCH.sif of this host's architecture
+  case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+  [ ! -f "${sif%.sif}_$arch.sif" ] || sif="${sif%.sif}_$arch.sif"
+fi
 dir=$(dirname -- "$sif") name=$(basename -- "$sif")
 if [ -f "$sif" ]; then
   real="$(cd -- "$dir" && pwd -P)/$name"

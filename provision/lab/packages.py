@@ -17,6 +17,8 @@ LAB_APT_PACKAGES = (
     "ca-certificates",    # mmdebstrap fetching from https mirrors
     "docker-registry",    # the lab's container registry (stands in for nvcr.io and others)
     "apache2-utils",      # htpasswd -B for the registry's password logins
+    "qemu-user-static",   # arm64 programs on this amd64 machine (docker builds for linux/arm64)
+    "binfmt-support",     # update-binfmts, registering qemu's handlers (emulation.py)
 )
 
 

@@ -52,6 +52,9 @@ def build(recipe: Recipe, remote: Remote, on_line: Callable[[str], None] | None 
     login, secrets = login_sh(registry_of(recipe.values["base"]), remote)
     script = [login, *sync]
     script.append(f"echo '== provision: docker build {recipe.image} ({len(changed)} file(s) uploaded)'")
-    script.append(f"exec docker build --platform {q(recipe.platform)} -t {q(recipe.image)} . 2>&1")
+    # One build per platform (a platform other than the builder's runs its RUN steps under qemu's
+    # binfmt handlers); with several, each is tagged NAME:TAG-ARCH and push joins them in one manifest list.
+    script += [f"docker build --platform {q(platform)} -t {q(recipe.image_for(platform))} . 2>&1 || exit 1"
+               for platform in recipe.platforms]
     remote.run(f"docker build {recipe.image}", "\n".join(filter(None, script)) + "\n", on_line, secrets)
     return BuildResult(recipe.image, changed, stale)

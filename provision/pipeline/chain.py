@@ -7,10 +7,10 @@ from typing import Callable
 
 from provision.errors import ProvisionError
 from provision.pipeline.build import build
-from provision.pipeline.recipes import load_recipe
+from provision.pipeline.recipes import Recipe, arch_of, load_recipe
 from provision.pipeline.registry import parse_registry, push
 from provision.pipeline.remote import Remote
-from provision.pipeline.sif import build_sif
+from provision.pipeline.sif import build_sifs
 from provision.ship import ship
 from provision.errors import PipelineError  # noqa: F401  (defined with the others)
 
@@ -42,10 +42,13 @@ def run_pipeline(name: str, builder: str, destination: str | None, inventory: Pa
                 result.pushed = ", ".join(push(recipe, remote, registry, on_line))
                 result.stages.append(stage)
             stage = "sif"
-            result.sif = build_sif(recipe, remote, on_line=on_line)
+            sifs = build_sifs(recipe, remote, on_line=on_line)
+            result.sif = sifs[0]
             result.stages.append(stage)
         if destination:
             stage = "ship"
+            if recipe.multi_platform:
+                result.sif = _sif_for(recipe, sifs, destination, inventory)
             result.shipped = ship(f"{builder}:{result.sif}", destination, inventory, console=console).summary()
             result.stages.append(stage)
     except ProvisionError as exc:
@@ -59,3 +62,20 @@ def run_pipeline(name: str, builder: str, destination: str | None, inventory: Pa
         }
         raise PipelineError(f"pipeline {name}: {stage} failed (done: {done}): {exc}\nnext: {hints[stage]}") from None
     return result
+
+
+# The destination's architecture as Docker platforms name it (uname -m otherwise).
+ARCH_SCRIPT = 'case $(uname -m) in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac'
+
+
+def _sif_for(recipe: Recipe, sifs: list[str], destination: str, inventory: Path) -> str:
+    """Of a SIF per platform, the one for the destination's architecture (asked there over SSH)."""
+    from provision.cluster.remote import login_session
+    with login_session(destination, inventory) as session:
+        done = session.run(ARCH_SCRIPT)
+    arch = done.stdout.strip()
+    for platform, path in zip(recipe.platforms, sifs):
+        if arch_of(platform) == arch:
+            return path
+    raise ProvisionError(f"{destination} is {arch or 'of an unknown architecture'}; recipe {recipe.name} builds for "
+                         f"{', '.join(recipe.platforms)}: add linux/{arch} to its platforms")

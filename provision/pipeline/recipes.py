@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,13 @@ from provision.errors import RecipeError  # noqa: F401  (defined with the others
 IMAGES_DIR = Path(__file__).resolve().parent.parent.parent / "images"
 # The entrypoint of recipes with gpu_entrypoint: true: says what to pass when no GPU is visible.
 GPU_ENTRYPOINT = Path(__file__).resolve().parent.parent / "gpu-entrypoint.sh"
-FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "python_packages": list,
+FIELDS = {"name": str, "tag": str, "base": str, "gpu_architectures": list, "platform": str, "platforms": list,
+          "python_packages": list,
           "files": dict, "ports": list, "start": str, "requirements": str, "pip_index_url": str, "registry": str,
           "gpu_entrypoint": bool, "slurm": dict}
 REQUIRED = ("name", "tag", "base", "gpu_architectures")
+# An OCI platform as docker's --platform takes one: os/arch[/variant] (containerd/platforms).
+PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
 
 
 @dataclass
@@ -32,7 +36,44 @@ class Recipe:
 
     @property
     def platform(self) -> str:
-        return self.values.get("platform", "linux/amd64")
+        return self.platforms[0]
+
+    @property
+    def platforms(self) -> list[str]:
+        """`platforms:` when given, else the one `platform:` (linux/amd64 by default)."""
+        return list(self.values.get("platforms") or [self.values.get("platform", "linux/amd64")])
+
+    @property
+    def multi_platform(self) -> bool:
+        return len(self.platforms) > 1
+
+    def image_for(self, platform: str) -> str:
+        """NAME:TAG, or NAME:TAG-ARCH for each platform of a recipe with several (docker keeps one per tag)."""
+        return f"{self.image}-{arch_of(platform)}" if self.multi_platform else self.image
+
+    def sif_name(self, platform: str) -> str:
+        """NAME.sif, or NAME_ARCH.sif for each platform of a recipe with several."""
+        return f"{self.name}_{arch_of(platform)}.sif" if self.multi_platform else f"{self.name}.sif"
+
+
+def arch_of(platform: str) -> str:
+    """linux/arm64 -> arm64; linux/arm/v7 -> armv7."""
+    return "".join(platform.split("/")[1:])
+
+
+def _check_platforms(values: dict[str, Any], where: str) -> None:
+    given = values.get("platforms") or [values["platform"]]
+    for platform in given:
+        if not isinstance(platform, str):
+            raise RecipeError(f"{where}: platforms: {platform!r} is not a platform string (linux/amd64)")
+        if "," in platform:
+            listed = ", ".join(p.strip() for p in platform.split(","))
+            raise RecipeError(f"{where}: platform {platform!r} names several platforms; write them as a list: "
+                              f"platforms: [{listed}]")
+        if not PLATFORM.match(platform):
+            raise RecipeError(f"{where}: platform {platform!r} is not os/arch[/variant] (linux/amd64, linux/arm64)")
+    if len(set(given)) != len(given):
+        raise RecipeError(f"{where}: platforms lists one platform twice: {given}")
 
 
 def load_recipe(name: str, images_dir: Path = IMAGES_DIR, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -57,6 +98,7 @@ def load_recipe(name: str, images_dir: Path = IMAGES_DIR, overrides: dict[str, A
     for key in REQUIRED:
         if not values.get(key):
             raise RecipeError(f"{where}: missing {key}")
+    _check_platforms(values, where)
     for src in values["files"]:
         if not (directory / src).is_file():
             raise RecipeError(f"{where}: files: {src} does not exist in {display_path(directory)}/")

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from provision.ansible_names import from_deepops
 from provision.errors import ProvisionError, RecipeError
 from provision.ops.base import q
-from provision.pipeline.recipes import Recipe
+from provision.pipeline.recipes import Recipe, arch_of
 from provision.pipeline.remote import Remote
 from provision.secrets import Secret, resolve_secrets
 
@@ -160,9 +160,28 @@ def push_script(recipe: Recipe, registry: Registry, tags: list[str], login: str)
     lines = [login]
     if registry.ecr:
         lines.append(ecr_repository_sh(registry, registry.repository(name)))
-    lines += [f"docker tag {q(recipe.image)} {q(target)} || exit 1" for target in targets]
-    lines += [f"docker push {q(target)} 2>&1 || exit 1" for target in targets]
+    if recipe.multi_platform:
+        lines += [_manifest_list_sh(recipe, registry, target) for target in targets]
+    else:
+        lines += [f"docker tag {q(recipe.image)} {q(target)} || exit 1" for target in targets]
+        lines += [f"docker push {q(target)} 2>&1 || exit 1" for target in targets]
     return "\n".join(filter(None, lines)) + "\n", targets
+
+
+def _manifest_list_sh(recipe: Recipe, registry: Registry, target: str) -> str:
+    """Each platform's image pushed as TARGET-ARCH, then one manifest list TARGET naming them all.
+
+    `docker manifest` talks to the registry itself: --insecure only for a registry the daemon was
+    told is insecure (its IndexConfigs entry says Secure false), as docker push would treat it.
+    """
+    per_platform = [(recipe.image_for(platform), f"{target}-{arch_of(platform)}") for platform in recipe.platforms]
+    lines = [f"docker tag {q(image)} {q(ref)} || exit 1\ndocker push {q(ref)} 2>&1 || exit 1" for image, ref in per_platform]
+    index = "{{with index .RegistryConfig.IndexConfigs %s}}{{.Secure}}{{end}}" % f'"{registry.host}"'
+    lines.append(f"insecure=\n[ \"$(docker info --format {q(index)} 2>/dev/null)\" != false ] || insecure=--insecure\n"
+                 f"docker manifest rm {q(target)} > /dev/null 2>&1\n"
+                 f"docker manifest create $insecure {q(target)} {' '.join(q(ref) for _, ref in per_platform)} || exit 1\n"
+                 f"docker manifest push $insecure --purge {q(target)} 2>&1 || exit 1")
+    return "\n".join(lines)
 
 
 def push(recipe: Recipe, remote: Remote, registry: str, on_line: Callable[[str], None] | None = None,

@@ -55,9 +55,20 @@ def _apptainer_login(registry: str, remote: Remote) -> tuple[str, list[str]]:
     return (script.replace("return 4", "exit 4") if script else ""), secrets
 
 
+def build_sifs(recipe: Recipe, remote: Remote, from_registry: str | None = None,
+               on_line: Callable[[str], None] | None = None, source: str | None = None,
+               nohttps: bool = False) -> list[str]:
+    """One SIF per platform of the recipe (NAME.sif, or NAME_ARCH.sif each); their paths on the builder."""
+    if recipe.multi_platform and choose_source(recipe, source, from_registry) == "def":
+        raise RecipeError(f"sif {recipe.name} --from def: a definition builds for the builder's own architecture; "
+                          f"for platforms {', '.join(recipe.platforms)} use --from docker-daemon or --from registry")
+    return [build_sif(recipe, remote, from_registry, on_line, source, nohttps, platform) for platform in recipe.platforms]
+
+
 def build_sif(recipe: Recipe, remote: Remote, from_registry: str | None = None,
-              on_line: Callable[[str], None] | None = None, source: str | None = None, nohttps: bool = False) -> str:
-    """Build NAME.sif on the builder; return its path there.
+              on_line: Callable[[str], None] | None = None, source: str | None = None, nohttps: bool = False,
+              platform: str | None = None) -> str:
+    """Build NAME.sif (NAME_ARCH.sif for one `platform` of several) on the builder; return its path there.
 
     docker-daemon: the image `invoke build` made (room for twice its size checked first);
     registry: docker://REGISTRY/NAME:TAG, with no need for the image in the local daemon;
@@ -66,17 +77,23 @@ def build_sif(recipe: Recipe, remote: Remote, from_registry: str | None = None,
     Registry credentials (registry_logins) reach `apptainer registry login` on stdin only.
     """
     source = choose_source(recipe, source, from_registry)
-    out = f'"$build_dir"/{q(recipe.name + ".sif")}'
+    platform = platform or recipe.platform
+    sif_name = recipe.sif_name(platform)
+    out = f'"$build_dir"/{q(sif_name)}'
     flag = " --no-https" if nohttps else ""
+    if recipe.multi_platform:  # Apptainer refuses an image of another platform than its own unless told
+        arch, _, variant = platform.split("/", 1)[1].partition("/")  # apptainer build --arch [--arch-variant]
+        flag += f" --arch {q(arch)}" + (f" --arch-variant {q(variant)}" if variant else "")
     registry = (from_registry or "").rstrip("/")
     secrets: list[str] = []
     script = [ensure_sh(build_dir(remote.host)), _APPTAINER_DIRS, 'runtime=$(command -v apptainer || command -v singularity) || '
                            '{ echo "no apptainer on $(hostname)"; exit 127; }']
     if source == "docker-daemon":
-        image = f"docker-daemon:{recipe.image}"
-        script.append(f"size=$(docker image inspect --format '{{{{.Size}}}}' {q(recipe.image)}) || "
-                      f"{{ echo \"no image {recipe.image} on this builder: run invoke build first\"; exit 1; }}")
-        script.append(_room(f"$(( size * {SPACE_FACTOR} / 1024 ))", f"a SIF of {recipe.image}"))
+        local = recipe.image_for(platform)
+        image = f"docker-daemon:{local}"
+        script.append(f"size=$(docker image inspect --format '{{{{.Size}}}}' {q(local)}) || "
+                      f"{{ echo \"no image {local} on this builder: run invoke build first\"; exit 1; }}")
+        script.append(_room(f"$(( size * {SPACE_FACTOR} / 1024 ))", f"a SIF of {local}"))
         build = f'"$runtime" build{flag} --force {out} {q(image)} 2>&1 || exit 1'
     elif source == "registry":
         image = f"docker://{registry}/{recipe.image}"
@@ -92,9 +109,9 @@ def build_sif(recipe: Recipe, remote: Remote, from_registry: str | None = None,
         image = f"$build_dir/{recipe.name}/apptainer.def"
         script += [login, *sync, _room("1048576")]
         build = f'"$runtime" build{flag} --force {out} apptainer.def 2>&1 || exit 1'
-    script += [f'echo "== provision: apptainer build $build_dir/{recipe.name}.sif from {image} '
+    script += [f'echo "== provision: apptainer build $build_dir/{sif_name} from {image} '
                f'(tmp $APPTAINER_TMPDIR)"', build, f"sha256sum {out}"]
-    lines = remote.run(f"apptainer build {recipe.name}.sif", "\n".join(filter(None, script)) + "\n", on_line, secrets)
+    lines = remote.run(f"apptainer build {sif_name}", "\n".join(filter(None, script)) + "\n", on_line, secrets)
     if not lines or len(lines[-1].split()) != 2:
-        raise RemoteError(f"apptainer build {recipe.name}.sif on {remote.host.name}: no sha256sum line at the end")
+        raise RemoteError(f"apptainer build {sif_name} on {remote.host.name}: no sha256sum line at the end")
     return lines[-1].split()[1]
