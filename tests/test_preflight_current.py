@@ -274,3 +274,10 @@ def test_new_ngc_tag_runs_on_h100():
 def test_ec2_families_in_use_now(instance, model, count, arch):
     row = compat.instance_gpus(instance)
     assert (row.gpu.model, row.count, row.arch) == (model, count, arch)
+
+
+def test_an_arm64_host_is_refused_apptainers_amd64_only_release_deb_and_told_to_take_the_ppa():
+    assert refusal(host(GH200, arch="arm64"), {**request(), "apptainer_source": "deb"}) == (
+        "apptainer_source deb cannot work on an arm64 host: Apptainer's release .deb is built for amd64 only; "
+        "set apptainer_source: ppa")
+    assert decide(host(GH200, arch="arm64"), {**request(), "apptainer_source": "ppa"}).driver_flavour.value == "open"

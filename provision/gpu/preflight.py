@@ -230,6 +230,11 @@ def _check_vendor_sources(facts: dict[str, Any], request: dict[str, Any]) -> Non
     if not _on_ubuntu(facts) and request.get("apptainer_source") == "ppa":
         raise PreflightError(f"apptainer_source ppa cannot work on {_os_name(facts)}: Apptainer's PPA serves "
                              f"Ubuntu releases only; set apptainer_source: deb (Apptainer's release .deb)")
+    if facts.get("arch") not in (None, "", "amd64") and request.get("apptainer_source") == "deb":
+        # github.com/apptainer/apptainer releases: apptainer_VERSION_amd64.deb only; the PPA builds arm64 too.
+        fix = "set apptainer_source: ppa" if _on_ubuntu(facts) else "Apptainer's PPA serves Ubuntu only: install it from source"
+        raise PreflightError(f"apptainer_source deb cannot work on an {facts['arch']} host: Apptainer's release .deb "
+                             f"is built for amd64 only; {fix}")
 
 
 def _choose_route(facts: dict[str, Any], requested: Any, release: UbuntuRelease | None = None) -> Choice:
