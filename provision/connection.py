@@ -178,7 +178,7 @@ class SSHTransport:
         while not channel.exit_status_ready():
             if self._watch.lost or time.monotonic() > deadline:
                 raise self._lost("link lost before the exit status arrived")
-            time.sleep(0.05)
+            channel.status_event.wait(0.05)  # returns as the status arrives (it often lands just after the EOF)
         while channel.recv_stderr_ready():
             errors += channel.recv_stderr(65536)
         self.last_stderr = errors.decode(errors="replace")
