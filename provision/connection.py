@@ -107,9 +107,7 @@ class SSHTransport:
 
     def _connect_error(self, exc: BaseException) -> BaseException:
         """The error a failed connect becomes: TransientConnectError when it may pass, never for keys or auth."""
-        import paramiko
-
-        from provision.ssh_hops import fingerprint
+        from provision.ssh_hops import fingerprint, paramiko
 
         try:
             raise exc
@@ -138,7 +136,7 @@ class SSHTransport:
         """Run `command` with `stdin`; call on_line for each stdout line; return the exit status."""
         if self._conn is None:
             self.open()
-        from paramiko import SSHException
+        from provision.ssh_hops import paramiko
 
         limit = timeout or self.timeouts.command
         transport = self._conn.client.get_transport()
@@ -148,7 +146,7 @@ class SSHTransport:
             channel.exec_command(command)
             channel.sendall(stdin.encode())
             channel.shutdown_write()
-        except (OSError, SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._lost(f"could not start {command!r}: {exc or type(exc).__name__}") from None
         return self._read(channel, on_line, time.monotonic() + limit, limit)
 
@@ -294,6 +292,6 @@ def proxy_command_line(host: Host) -> str:
 
 def proxy_socket(host: Host) -> paramiko.ProxyCommand:
     """A socket through the host's ProxyCommand (started now; closed with the connection)."""
-    from paramiko import ProxyCommand
+    from provision.ssh_hops import paramiko
 
-    return ProxyCommand(shlex.join(["sh", "-c", proxy_command_line(host)]))
+    return paramiko.ProxyCommand(shlex.join(["sh", "-c", proxy_command_line(host)]))

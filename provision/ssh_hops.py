@@ -15,12 +15,45 @@ import hashlib
 import io
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
 from provision.errors import ConnectError, HostKeyError
+
+
+class _InvokeOnDemand:
+    """Stands in for invoke inside paramiko.config: invoke loads when a `Match exec` line runs its command."""
+
+    def run(self, *args: Any, **kwargs: Any):
+        import invoke
+
+        return invoke.run(*args, **kwargs)
+
+
+def _import_paramiko():
+    """paramiko, without the `import invoke` its ssh_config module makes at load for `Match exec` alone.
+
+    invoke brings its runners, unittest.mock and asyncio (about 80 ms here, a sixth of a one-host
+    no-op), and paramiko calls it only to run a `Match exec` command: invoke loads then
+    (tests/test_ssh_hops.py evaluates one). Where invoke is loaded already (`invoke provision`), or
+    paramiko is, this is a plain import.
+    """
+    if "paramiko" in sys.modules or "invoke" in sys.modules:
+        import paramiko
+        return paramiko
+    sys.modules["invoke"] = None  # paramiko.config's `import invoke` fails as if invoke were absent, which it allows
+    try:
+        import paramiko
+    finally:
+        if sys.modules.get("invoke", False) is None:
+            del sys.modules["invoke"]
+    if getattr(paramiko.config, "invoke", False) is None:
+        paramiko.config.invoke = _InvokeOnDemand()
+    return paramiko
+
+
+paramiko = _import_paramiko()
 
 SSH_CONFIG_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")  # OpenSSH's order: the first value found wins
 MAX_CONFIG_HOPS = 8  # ProxyJump hops from ssh_config, one behind the other (a longer chain is a loop)
@@ -70,8 +103,32 @@ def read_ssh_config() -> paramiko.SSHConfig:
     return config
 
 
-def _transport_without_nagle(sock, **kwargs) -> paramiko.Transport:
-    """paramiko's Transport, on a TCP socket with Nagle's algorithm off (TCP_NODELAY, as OpenSSH's ssh sets).
+class _PromptAckSocket:
+    """A TCP socket that acknowledges what it reads at once (Linux TCP_QUICKACK after each recv).
+
+    sshd sends a host-keys notice right after authentication; Linux delays our ACK of it (40 ms),
+    and sshd's answer to our first channel open waits behind it (Nagle's algorithm on its side):
+    the facts round trip took 100 ms where 33 ms do. Everything else is the socket's own.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:  # closing under us: the next recv says so
+            pass
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _transport_without_delays(sock, **kwargs) -> paramiko.Transport:
+    """paramiko's Transport, on a TCP socket with Nagle's algorithm off (TCP_NODELAY, as OpenSSH's ssh sets)
+    and, on Linux, prompt ACKs.
 
     With Nagle on, a small SSH packet sent while the one before is not yet acknowledged waits for the
     peer's delayed ACK (40 ms on Linux): the handshake and every command's round trip paid that once
@@ -80,6 +137,8 @@ def _transport_without_nagle(sock, **kwargs) -> paramiko.Transport:
     """
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_QUICKACK"):
+            sock = _PromptAckSocket(sock)
     return paramiko.Transport(sock, **kwargs)
 
 
@@ -148,7 +207,7 @@ class SSHHop:
         if self.client.get_transport() is not None and self.client.get_transport().is_active():
             return
         kwargs = dict(self.connect_kwargs, username=self.user, hostname=self.host, port=self.port,
-                      transport_factory=_transport_without_nagle)
+                      transport_factory=_transport_without_delays)
         if self.gateway is not None:
             kwargs["sock"] = self._gateway_socket()
         if self.connect_timeout:

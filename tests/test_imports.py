@@ -29,6 +29,11 @@ def test_the_runner_and_the_connection_facade_load_paramiko_only_to_connect():
     assert _loaded_after("import provision.runner, provision.connection") == []
 
 
+def test_the_ssh_stack_loads_paramiko_without_invoke():
+    """paramiko imports invoke only for ssh_config's `Match exec` (tests/test_ssh_hops.py runs one)."""
+    assert _loaded_after("import provision.ssh_hops") == ["cryptography", "paramiko"]
+
+
 def test_loading_tasks_for_invoke_list_loads_invoke_alone():
     assert _loaded_after("import tasks") == ["asyncio", "invoke", "unittest"]  # invoke's own: invoke.context mocks
 

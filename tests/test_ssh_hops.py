@@ -1,9 +1,14 @@
 """SSH hops resolve a host as ssh(1) does, from ~/.ssh/config, without connecting to anything."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers import PROJECT
 
 from provision.errors import ConnectError
 from provision.ssh_hops import SSHHop, read_ssh_config, split_spec
@@ -61,3 +66,32 @@ def test_a_proxyjump_loop_in_ssh_config_is_refused_in_one_line(tmp_path, monkeyp
 def test_ssh_configs_proxycommand_becomes_the_gateway(tmp_path, monkeypatch):
     config = _config(tmp_path, monkeypatch, "Host inner\n  ProxyCommand ssh -W %h:%p bastion\n")
     assert SSHHop("inner", config).gateway == "ssh -W inner:22 bastion"
+
+
+def test_match_exec_in_ssh_config_still_runs_its_command_though_invoke_loads_late(tmp_path):
+    """paramiko is imported without invoke (tests/test_imports.py); a `Match exec` line loads it and runs."""
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text('Match exec "true"\n  User alice\nMatch exec "false"\n  Port 2222\n')
+    probe = ("import sys\nfrom provision.ssh_hops import SSHHop, read_ssh_config\n"
+             "before = 'invoke' in sys.modules\nhop = SSHHop('target', read_ssh_config())\n"
+             "print(before, hop.user, hop.port, 'invoke' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, check=True,
+                          env={**os.environ, "HOME": str(tmp_path)})
+    assert done.stdout.split() == ["False", "alice", "22", "True"]
+
+
+def test_an_ssh_socket_sends_small_packets_at_once_and_acknowledges_what_it_reads():
+    from provision.ssh_hops import _transport_without_delays
+
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        transport = _transport_without_delays(client)
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        peer.sendall(b"SSH-2.0-x\r\n")
+        assert transport.sock.recv(64) == b"SSH-2.0-x\r\n"  # through the prompt-ACK wrapper where Linux has one
+        transport.close()
+    finally:
+        peer.close()
+        server.close()
