@@ -1,13 +1,12 @@
 """invoke tasks: thin commands over the provision package (invoke --list)."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 from invoke import Collection, Exit, task
-from rich.console import Console
-from rich.markup import escape
 
 from provision.errors import ProvisionError
 from provision.lab.invoke_tasks import lab
@@ -15,11 +14,20 @@ from provision.lab.invoke_tasks import lab
 # Each task imports what it uses when it runs: `invoke provision` starts without the pipeline's modules.
 
 INVENTORY = "hosts"
-console = Console(highlight=False, soft_wrap=True, emoji=False)
+
+
+@functools.cache
+def _console():
+    """The terminal console, made when a task first prints: `invoke --list` does not load rich."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _fail(exc: ProvisionError) -> Exit:
-    console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    _console().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
     return Exit(code=2)
 
 
@@ -56,7 +64,7 @@ def provision(c, host=None, group=None, roles=None, check=False, diff=False, ext
         options = RunOptions(check=check, diff=diff, accept_new=accept_new,
                              parallel=cli.number_option(parallel or 50, "--parallel"),
                              timeouts=timeouts, extra=cli.parse_extra(extra))
-        results = cli.provision(Path(inventory), host, group, roles, options, json, console)
+        results = cli.provision(Path(inventory), host, group, roles, options, json, _console())
     except ProvisionError as exc:
         raise _fail(exc) from None
     if any(r.failed for r in results.values()):
@@ -90,7 +98,7 @@ def preflight(c, host, inventory=INVENTORY, extra=None, accept_new=False):
         found, decision = cli.preflight(Path(inventory), host, cli.parse_extra(extra), accept_new, Timeouts())
     except ProvisionError as exc:
         raise _fail(exc) from None
-    console.print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
+    _console().print(format_decision(decision, title=f"GPU preflight: {host} ({found.get('os_id')} {found.get('os_version_id')}, kernel {found.get('kernel')}, Secure Boot {found.get('secure_boot')})"))
 
 
 @task(iterable=["extra"], help={"roles": "roles for the check-mode run, comma-separated (default: the builder's)",
@@ -102,7 +110,7 @@ def gpucheck(c, roles=None, save=None, json=None, extra=None):
     from provision.gpu.machine_check import BUILDER_ROLES, gpu_check
 
     names = roles.split(",") if roles else list(BUILDER_ROLES)
-    checks = _or_fail(lambda: gpu_check(console, names, cli.parse_extra(extra), Path(save) if save else None, json))
+    checks = _or_fail(lambda: gpu_check(_console(), names, cli.parse_extra(extra), Path(save) if save else None, json))
     if any(check.ok is False for check in checks):
         raise Exit(code=1)
 
@@ -125,7 +133,7 @@ def userdata(c, host, extra=None, roles=None, output=None, format="mime", embed_
         raise _fail(exc) from None
     target = Path(output or ("user-data.sh" if format == "shell" else "user-data.gz"))
     target.write_bytes(data.body)
-    console.print(f"{target}: {len(data.body):,} bytes of EC2's 16,384 ({data.budget_left:,} left); "
+    _console().print(f"{target}: {len(data.body):,} bytes of EC2's 16,384 ({data.budget_left:,} left); "
                   f"{len(data.plan.steps)} steps, script {data.script_bytes:,} bytes before {format} packing")
 
 
@@ -182,7 +190,7 @@ def inventory_task(c, list=False, host=None, graph=False, group="all", inventory
 
 
 def _lines(line: str) -> None:
-    console.print(line, markup=False, highlight=False)
+    _console().print(line, markup=False, highlight=False)
 
 
 def _whole(value, option: str, least: int):
@@ -210,7 +218,7 @@ def build(c, name, on, inventory=INVENTORY):
     def body():
         with Remote(Path(inventory), on) as remote:
             result = image_build(load_recipe(name), remote, _lines)
-        console.print(f"built {result.image} on {on} ({len(result.uploaded)} file(s) uploaded)")
+        _console().print(f"built {result.image} on {on} ({len(result.uploaded)} file(s) uploaded)")
     _or_fail(body)
 
 
@@ -231,7 +239,7 @@ def push(c, name, on, registry=None, tag=None, inventory=INVENTORY):
             raise ProvisionError(f"push {name}: name a registry (--registry) or set registry: in images/{name}/recipe.yml")
         check_push(target, list(tag or []))
         with Remote(Path(inventory), on) as remote:
-            console.print(f"pushed {', '.join(image_push(recipe, remote, target, _lines, list(tag or [])))}")
+            _console().print(f"pushed {', '.join(image_push(recipe, remote, target, _lines, list(tag or [])))}")
     _or_fail(body)
 
 
@@ -250,7 +258,7 @@ def sif(c, name, on, from_=None, from_registry=None, nohttps=False, inventory=IN
     def body():
         with Remote(Path(inventory), on) as remote:
             for path in build_sifs(load_recipe(name), remote, from_registry, _lines, from_, nohttps):
-                console.print(f"built {on}:{path}")
+                _console().print(f"built {on}:{path}")
     _or_fail(body)
 
 
@@ -265,8 +273,8 @@ def ship_task(c, file, host, dest_dir=None, inventory=INVENTORY, connect_retries
 
     def body():
         options = SshOptions(connect_retries=check_retries(connect_retries, "--connect-retries"))
-        return ship(file, host, Path(inventory), dest_dir, console=console, options=options)
-    console.print(_or_fail(body).summary())
+        return ship(file, host, Path(inventory), dest_dir, console=_console(), options=options)
+    _console().print(_or_fail(body).summary())
 
 
 @task(help={"name": "recipe in images/NAME/", "builder": "builder host", "to": "cluster host to ship the SIF to",
@@ -276,8 +284,8 @@ def pipeline(c, name, builder, to=None, registry=None, inventory=INVENTORY):
     from provision.pipeline.chain import run_pipeline
     from provision.pipeline.recipes import IMAGES_DIR
 
-    result = _or_fail(lambda: run_pipeline(name, builder, to, Path(inventory), registry, IMAGES_DIR, _lines, console))
-    console.print(f"pipeline {name}: {', '.join(result.stages)} done" + (f"; {result.shipped}" if result.shipped else ""))
+    result = _or_fail(lambda: run_pipeline(name, builder, to, Path(inventory), registry, IMAGES_DIR, _lines, _console()))
+    _console().print(f"pipeline {name}: {', '.join(result.stages)} done" + (f"; {result.shipped}" if result.shipped else ""))
 
 
 def _after_double_dash() -> list[str]:
@@ -313,7 +321,7 @@ def submit(c, name, host, partition=None, gpus=None, time=None, bind=None, cpus_
                           account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
     result = _or_fail(lambda: submit_job(name, host, Path(inventory), partition, _whole(gpus, "--gpus", 0), time,
                                          tuple(bind or ()), tuple(_after_double_dash()), options=chosen))
-    console.print(result.summary())
+    _console().print(result.summary())
 
 
 @task(auto_shortflags=False, help={
@@ -330,7 +338,7 @@ def pull(c, source, host, name=None, on_login=False, no_wait=False, nohttps=Fals
 
     chosen = _job_options(cpus_per_task=cpus_per_task, nodes=nodes, ntasks_per_node=ntasks_per_node, mem=mem,
                           account=account, qos=qos, constraint=constraint, no_requeue=no_requeue)
-    console.print(_or_fail(lambda: pull_sif(source, host, Path(inventory), name, on_login, not no_wait, nohttps,
+    _console().print(_or_fail(lambda: pull_sif(source, host, Path(inventory), name, on_login, not no_wait, nohttps,
                                             partition, time, chosen, on_line=_lines)).summary())
 
 
@@ -358,7 +366,7 @@ def jobs(c, host, inventory=INVENTORY):
     """List your Slurm jobs on the cluster."""
     from provision.cluster.jobs import jobs as list_jobs, jobs_table
 
-    console.print(jobs_table(_or_fail(lambda: list_jobs(host, Path(inventory)))))
+    _console().print(jobs_table(_or_fail(lambda: list_jobs(host, Path(inventory)))))
 
 
 @task(help={"job": "Slurm job id", "host": "cluster login host", "follow": "stream the output until the job ends",
@@ -368,7 +376,7 @@ def logs(c, job, host, follow=False, inventory=INVENTORY):
     from provision.cluster.jobs import logs as job_logs
 
     result = _or_fail(lambda: job_logs(job, host, Path(inventory), follow, _lines))
-    console.print(f"job {result.job_id}: {result.state} ({result.output_path})", style="dim")
+    _console().print(f"job {result.job_id}: {result.state} ({result.output_path})", style="dim")
 
 
 @task(iterable=["bind"], help={
@@ -386,7 +394,7 @@ def notebook(c, name, host, port=None, command=None, bind=None, stop=False, on_n
     result = _or_fail(lambda: run_notebook(name, host, Path(inventory), _whole(port, "--port", 1), stop,
                                                command=command, on_node=on_node, partition=partition,
                                                gpus=_whole(gpus, "--gpus", 0), time=time, binds=tuple(bind or ())))
-    console.print(result.summary())
+    _console().print(result.summary())
 
 
 namespace = Collection(provision, inventory_task, facts, preflight, gpucheck, userdata, launch, userdata_status, build, push,

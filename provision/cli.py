@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from provision.compiler import plan_host
 from provision.connection import Timeouts, open_transport
 from provision.errors import ProvisionError, RoleError
 from provision.facts import EXAMPLE_FACTS
 from provision.inventory import Host, Inventory, load_inventory
-from provision.report import LiveView, print_errors, print_verifications, summary_table, write_json
 from provision.results import HostResult
 from provision.roles import Role, RoleLibrary, check_variable_names, load_roles
 from provision.retry import RetryPolicy, policy_for
 from provision.runner import MAX_PARALLEL, RunOptions, gather_facts, run_hosts
 from provision.values import LocatedStr
 from provision.yamlfile import load_yaml, parse_yaml
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PROJECT = Path(__file__).resolve().parent.parent
 ROLES_DIR = PROJECT / "roles"
@@ -94,6 +94,8 @@ def provision(inventory_path: Path, host: str | None, group: str | None, roles_o
               options: RunOptions, json_path: str | None, console: Console,
               roles_dir: Path = ROLES_DIR) -> dict[str, HostResult]:
     """Provision the selected hosts; returns each host's result (the caller sets the exit status)."""
+    from provision.report import LiveView, print_errors, print_verifications, summary_table, write_json  # rich: drawn here
+
     if not 1 <= options.parallel <= MAX_PARALLEL:
         raise ProvisionError(f"--parallel {options.parallel}: hosts at once must be from 1 to {MAX_PARALLEL}")
     inventory, prepared = prepare(inventory_path, host, group, roles_option, options.extra, roles_dir)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
-import importlib.resources
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,13 +247,21 @@ def _current_sh(planned: PlannedStep) -> str:
     return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=None)
+def _package_text(name: str) -> str:
+    """A file shipped in the provision package, read once per process (every host's script starts with the prelude)."""
+    import importlib.resources
+
+    return importlib.resources.files("provision").joinpath(name).read_text()
+
+
 def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_sh: str | None = None,
                   userdata: bool = False) -> str:
     """The whole run as one POSIX sh script; nothing runs until its last line is read.
 
     `secrets_sh` sets the secrets' shell variables; by default their values travel in the script.
     """
-    prelude = importlib.resources.files("provision").joinpath("prelude.sh").read_text()
+    prelude = _package_text("prelude.sh")
     parts = [
         "#!/bin/sh",
         f"# provision: host {one_line(plan.host)}, roles {one_line(', '.join(plan.roles))}",
@@ -267,7 +275,7 @@ def render_script(plan: Plan, check: bool = False, diff: bool = False, secrets_s
         prelude,
     ]
     if any(p.task.op.name == "json_merge" for p in plan.steps + plan.handlers):
-        awk = importlib.resources.files("provision").joinpath("json_merge.awk").read_text()
+        awk = _package_text("json_merge.awk")
         parts.append(_function("prov_json_merge", f"[ -e \"$prov_run/json_merge.awk\" ] || cat > \"$prov_run/json_merge.awk\" <<'PROV_AWK'\n{awk}PROV_AWK\nawk -f \"$prov_run/json_merge.awk\" \"$@\""))
     for planned in plan.steps + plan.handlers:
         if planned.step.control == "flush":

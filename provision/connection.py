@@ -1,9 +1,10 @@
-"""Connections to hosts: SSH through fabric with strict host keys and timeouts, or the local machine."""
+"""Connections to hosts: SSH through paramiko with strict host keys and timeouts, or the local machine.
+
+The SSH stack (paramiko, provision.ssh_hops) loads when a host is first connected, not on import.
+"""
 from __future__ import annotations
 
-import base64
 import getpass
-import hashlib
 import os
 import re
 import shlex
@@ -12,16 +13,17 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
-import fabric
-import paramiko
+from typing import TYPE_CHECKING, Callable
 
 from provision.errors import ConnectError, HostKeyError, TransientConnectError
 from provision.inventory import Host, Inventory
 from provision.secrets import Secret
 from provision.retry import DEFAULT_RETRIES, RetryPolicy, policy_for, transient_socket_error, with_retries
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from provision.ssh_hops import SSHHop
 
 LineHandler = Callable[[str], None]
 
@@ -36,29 +38,6 @@ class Timeouts:
     keepalive_timeout: float = 12.0
     connect_retries: int = DEFAULT_RETRIES  # more attempts for a connect that fails for a passing reason
     retry_backoff: float = 1.0              # seconds before the first retry; doubles each time
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """The key's SHA256 fingerprint as OpenSSH prints it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
-class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown host keys, naming the fingerprint; with accept_new, record them instead."""
-
-    def __init__(self, label: str, record_to: Path, accept_new: bool):
-        self.label, self.record_to, self.accept_new = label, record_to, accept_new
-
-    def missing_host_key(self, client, hostname, key):
-        if not self.accept_new:
-            raise HostKeyError(
-                f"{self.label}: unknown host key for {hostname}: {key.get_name()} {fingerprint(key)}; "
-                f"if this is the host's key, run again with --accept-new to record it in {self.record_to}"
-            )
-        self.record_to.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.record_to, "a") as known:
-            known.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 class LinkWatch(threading.Thread):
@@ -97,7 +76,7 @@ class SSHTransport:
         self.host, self.inventory, self.accept_new, self.timeouts = host, inventory, accept_new, timeouts
         self.exec_count = 0
         self.on_retry: Callable[[str], None] | None = None  # told of each retry (the live view shows it)
-        self._conn: fabric.Connection | None = None
+        self._conn: SSHHop | None = None
         self._watch: LinkWatch | None = None
 
     @property
@@ -128,6 +107,8 @@ class SSHTransport:
 
     def _connect_error(self, exc: BaseException) -> BaseException:
         """The error a failed connect becomes: TransientConnectError when it may pass, never for keys or auth."""
+        from provision.ssh_hops import fingerprint, paramiko
+
         try:
             raise exc
         except HostKeyError:
@@ -155,6 +136,8 @@ class SSHTransport:
         """Run `command` with `stdin`; call on_line for each stdout line; return the exit status."""
         if self._conn is None:
             self.open()
+        from provision.ssh_hops import paramiko
+
         limit = timeout or self.timeouts.command
         transport = self._conn.client.get_transport()
         try:
@@ -193,7 +176,7 @@ class SSHTransport:
         while not channel.exit_status_ready():
             if self._watch.lost or time.monotonic() > deadline:
                 raise self._lost("link lost before the exit status arrived")
-            time.sleep(0.05)
+            channel.status_event.wait(0.05)  # returns as the status arrives (it often lands just after the EOF)
         while channel.recv_stderr_ready():
             errors += channel.recv_stderr(65536)
         self.last_stderr = errors.decode(errors="replace")
@@ -267,16 +250,20 @@ def open_transport(host: Host, inventory: Inventory, accept_new: bool = False, t
     return SSHTransport(host, inventory, accept_new, timeouts)
 
 
-def _connection(host: Host, inventory: Inventory, accept_new: bool, timeouts: Timeouts, depth: int = 0) -> fabric.Connection:
-    """A fabric Connection for `host` whose every hop checks host keys and has timeouts."""
+def _connection(host: Host, inventory: Inventory, accept_new: bool, timeouts: Timeouts, depth: int = 0) -> SSHHop:
+    """The SSH hop for `host` (its gateway chain behind it), every hop checking host keys and with timeouts."""
+    from provision.ssh_hops import SSHHop, read_ssh_config
+
     if depth > 4:
         raise ConnectError(f"{host.name}: gateway chain too long (a loop?)")
+    ssh_config = read_ssh_config()
     gateway = None
     if host.gateway:
         if host.gateway in inventory.host_vars:
             gateway = _connection(inventory.host(host.gateway), inventory, accept_new, timeouts, depth + 1)
         else:
-            gateway = _plain_connection(host.gateway, inventory, accept_new, timeouts)
+            gateway = SSHHop(host.gateway, ssh_config, connect_timeout=timeouts.connect)
+            gateway.harden(host.gateway, inventory.known_hosts, accept_new)
     connect_kwargs = {"banner_timeout": timeouts.connect, "auth_timeout": timeouts.connect}
     if host.ssh_key:
         connect_kwargs.update(key_filename=[os.path.expanduser(str(host.ssh_key))], look_for_keys=False, allow_agent=False)
@@ -285,10 +272,10 @@ def _connection(host: Host, inventory: Inventory, accept_new: bool, timeouts: Ti
         connect_kwargs["password"] = password.value if isinstance(password, Secret) else str(password)
     if host.proxy_command:
         connect_kwargs["sock"] = proxy_socket(host)
-    conn = fabric.Connection(host.address, user=host.user, port=host.port, connect_timeout=timeouts.connect,
-                             connect_kwargs=connect_kwargs, gateway=gateway)
-    _harden(conn, inventory, accept_new, host.name)
-    return conn
+    hop = SSHHop(host.address, ssh_config, user=host.user, port=host.port, connect_timeout=timeouts.connect,
+                 connect_kwargs=connect_kwargs, gateway=gateway)
+    hop.harden(host.name, inventory.known_hosts, accept_new)
+    return hop
 
 
 def proxy_command_line(host: Host) -> str:
@@ -305,20 +292,6 @@ def proxy_command_line(host: Host) -> str:
 
 def proxy_socket(host: Host) -> paramiko.ProxyCommand:
     """A socket through the host's ProxyCommand (started now; closed with the connection)."""
+    from provision.ssh_hops import paramiko
+
     return paramiko.ProxyCommand(shlex.join(["sh", "-c", proxy_command_line(host)]))
-
-
-def _plain_connection(spec: str, inventory: Inventory, accept_new: bool, timeouts: Timeouts) -> fabric.Connection:
-    conn = fabric.Connection(spec, connect_timeout=timeouts.connect)
-    _harden(conn, inventory, accept_new, spec)
-    return conn
-
-
-def _harden(conn: fabric.Connection, inventory: Inventory, accept_new: bool, label: str) -> None:
-    """Replace fabric's accept-anything host key policy on this hop and any ProxyJump hops."""
-    hop = conn
-    while isinstance(hop, fabric.Connection):
-        hop.client.set_missing_host_key_policy(HostKeyPolicy(label, inventory.known_hosts, accept_new))
-        if inventory.known_hosts.exists():
-            hop.client.get_host_keys().load(str(inventory.known_hosts))
-        hop = hop.gateway

@@ -1,4 +1,7 @@
-"""Sandboxed jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable."""
+"""Sandboxed jinja2 rendering with StrictUndefined, whose errors name the file, line, task and variable.
+
+jinja2 loads with the first environment made, not on import: what renders nothing does not pay for it.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,12 +9,12 @@ import re
 import shlex
 import traceback
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import RoleError
+
+if TYPE_CHECKING:
+    import jinja2
 
 _WHOLE_EXPRESSION = re.compile(r"\A\{\{\s*(.+?)\s*\}\}\Z", re.S)
 
@@ -24,6 +27,9 @@ def make_environment(template_dirs: list[Path], finalize=None) -> jinja2.Environ
     (lipsum, cycler, joiner, namespace) are removed, as nothing needs them. Undefined variables
     are errors; trailing newlines are kept. `finalize` maps each value before it becomes text.
     """
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     env = ImmutableSandboxedEnvironment(
         finalize=finalize,
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
@@ -56,6 +62,9 @@ def _compiled(env: jinja2.Environment, kind: str, source: str):
 
 
 def _describe(exc: Exception) -> str:
+    import jinja2
+    from jinja2.sandbox import SecurityError
+
     if isinstance(exc, jinja2.UndefinedError):
         return f"undefined variable: {exc.message}"
     if isinstance(exc, jinja2.TemplateSyntaxError):
@@ -70,6 +79,8 @@ def render_value(env: jinja2.Environment, value: Any, context: dict, where: str)
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
+        import jinja2
+
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole and "{{" not in whole.group(1):
@@ -86,6 +97,8 @@ def render_value(env: jinja2.Environment, value: Any, context: dict, where: str)
 
 def _defined(value: Any) -> Any:
     """An expression's value; an undefined one raises (StrictUndefined does on str())."""
+    import jinja2
+
     if isinstance(value, jinja2.Undefined):
         str(value)
     return value
@@ -93,6 +106,8 @@ def _defined(value: Any) -> Any:
 
 def evaluate(env: jinja2.Environment, expression: str, context: dict, where: str) -> Any:
     """Evaluate a jinja2 expression (a task's `when:`)."""
+    import jinja2
+
     try:
         return _defined(_compiled(env, "expression", str(expression))(**context))
     except (jinja2.TemplateError, TypeError, ValueError) as exc:
@@ -101,6 +116,8 @@ def evaluate(env: jinja2.Environment, expression: str, context: dict, where: str
 
 def render_file(env: jinja2.Environment, name: str, context: dict, where: str, shown_dir: str) -> str:
     """Render a template file; an error names the template's own line."""
+    import jinja2
+
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound:

@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Iterable
-
-import jinja2
-from jinja2 import meta
+from typing import TYPE_CHECKING, Any, Iterable
 
 from provision.roles import Role
+
+if TYPE_CHECKING:
+    import jinja2
 
 # Names the engine reads from a host's variables itself, besides what tasks and templates name.
 ENGINE_NAMES = {"apt_lock_timeout"}
 
 
-_PARSER = jinja2.Environment()  # parsing only: names found do not depend on filters or loaders
+@functools.lru_cache(maxsize=1)
+def _parser() -> jinja2.Environment:
+    """Parsing only: names found do not depend on filters or loaders (made when first needed, as jinja2 loads then)."""
+    import jinja2
+
+    return jinja2.Environment()
 
 
 def names_in(env: jinja2.Environment, value: Any, expression: bool = False) -> set[str]:
@@ -29,8 +34,11 @@ def names_in(env: jinja2.Environment, value: Any, expression: bool = False) -> s
 @functools.lru_cache(maxsize=4096)
 def _names_in_text(text: str) -> frozenset[str]:
     """Parsed once per distinct text: a fleet's hosts share their group_vars."""
+    import jinja2
+    from jinja2 import meta
+
     try:
-        return frozenset(meta.find_undeclared_variables(_PARSER.parse(text)))
+        return frozenset(meta.find_undeclared_variables(_parser().parse(text)))
     except jinja2.TemplateSyntaxError:
         return frozenset()  # refused with its file and line when the value is rendered, if it ever is
 
@@ -69,15 +77,17 @@ def _role_names(role: Role) -> frozenset[str]:
     if cached is None:
         found: set[str] = set()
         for task in role.tasks + role.handlers:
-            found |= names_in(_PARSER, task.args)
+            found |= names_in(_parser(), task.args)
             if task.when is not None:
-                found |= names_in(_PARSER, str(task.when), expression=True)
+                found |= names_in(_parser(), str(task.when), expression=True)
         cached = frozenset(found | _template_names(role.path / "templates"))
         role._referenced_names = cached
     return cached
 
 
 def _template_names(directory: Path) -> set[str]:
+    import jinja2
+
     found: set[str] = set()
     if not directory.is_dir():
         return found

@@ -5,10 +5,12 @@ host (facts `gpu_caps`), with a warning naming the row to add; without a driver 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import PreflightError
-from provision.gpu.compat import CompatTable, GpuModel
+
+if TYPE_CHECKING:  # the table loads with preflight, not with every run's facts (bus_key)
+    from provision.gpu.compat import CompatTable, GpuModel
 
 
 def bus_key(address: str) -> str:
@@ -28,6 +30,8 @@ def _fallback(pci_id: str, slot: str, facts: dict[str, Any], t: CompatTable) -> 
     if arch is None:
         raise PreflightError(f"GPU {pci_id} at {slot} is not in gpu_compat.yml, and the compute capability "
                              f"nvidia-smi reports, {cap}, is in no row of section 'architectures'; add both rows")
+    from provision.gpu.compat import GpuModel
+
     model = GpuModel(pci_id, f"NVIDIA GPU {pci_id}", arch, cap, "nvidia-smi --query-gpu=compute_cap on the host")
     warning = (f"GPU {pci_id} at {slot} is not in gpu_compat.yml; nvidia-smi reports compute capability {cap}, "
                f"so preflight takes it as {arch.label}: add a row to section 'gpus' "
