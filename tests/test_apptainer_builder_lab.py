@@ -17,6 +17,7 @@ from provision.pipeline.registry import push
 from provision.pipeline.sif import build_sif, build_sifs
 from provision.ship import ship
 from tests.helpers import PROJECT, write
+from tests.test_cluster_lab import listening
 from tests.oci_push import get_manifest, push_image, push_index
 
 pytestmark = pytest.mark.lab
@@ -29,8 +30,9 @@ PROXY = "-o Acquire::http::Proxy=http://10.200.0.1:3142"  # the lab's apt cache
 
 # LAB STAND-IN for NGC's PyTorch image: no registry outside this machine is reachable, and the real one
 # is 10 GB. It carries busybox and two stand-ins, each doing only what the fastai2 recipe relies on.
-# pip: `pip install --no-cache-dir NAME==VERSION...` as in the recipe's Dockerfile and %post; any other
-# use is not modelled and fails (the lab has no package index to install from).
+# pip: `pip install --no-cache-dir NAME==VERSION...` as in the recipe's Dockerfile and %post (pip's
+# `install` command, pypa/pip src/pip/_internal/commands/install.py); any other use is not modelled and
+# fails (the lab has no package index to install from).
 STANDIN_PIP = """#!/bin/sh
 # LAB STAND-IN for pip (the fastai2 recipe's `pip install --no-cache-dir PKG==VER...` only).
 [ "$1" = install ] && [ "$2" = --no-cache-dir ] && [ $# -gt 2 ] || { echo "pip stand-in: not modelled: $*" >&2; exit 3; }
@@ -41,7 +43,8 @@ for spec in "$@"; do
 done
 """
 # jupyter: JupyterLab 4's `jupyter lab --no-browser --ip=IP --port=N --config=FILE` (jupyter_server's
-# ServerApp options) serves HTTP on IP:N; here busybox httpd does. It refuses a config without
+# ServerApp traits ip, port, open_browser and the --config flag, jupyter_server/serverapp.py) serves HTTP on IP:N;
+# here busybox httpd does. It refuses a config without
 # `c.PasswordIdentityProvider.hashed_password` (the start script's whole point) and anything else.
 STANDIN_JUPYTER = """#!/bin/sh
 # LAB STAND-IN for jupyter (JupyterLab 4: `jupyter lab --no-browser --ip= --port= --config=` only).
@@ -60,12 +63,6 @@ echo "Jupyter Server (lab stand-in) is running at: http://$ip:$port/lab"
 exec httpd -f -p "$ip:$port"
 """
 TOOLS = ("sh", "cat", "chmod", "echo", "mktemp", "printf", "grep", "httpd", "mkdir", "rm", "ls", "id")
-
-
-def _listening(lab: Lab, name: str, port: int) -> bool:
-    hexport = f":{port:04X}"
-    text = lab.exec(name, "cat /proc/net/tcp /proc/net/tcp6", check=False).stdout
-    return any(len(f) > 3 and f[1].endswith(hexport) and f[3] == "0A" for f in (line.split() for line in text.splitlines()))
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +108,12 @@ def _notebook_listens(lab: Lab, inventory: Path, images: Path, port: int) -> Non
     """`invoke notebook fastai2 LOGIN --port PORT`: the recipe's start line in an instance of the shipped SIF."""
     started = notebook("fastai2", LOGIN, inventory, port=port, images_dir=images, ready_timeout=90)
     try:
-        assert _listening(lab, LOGIN, port), started
+        assert listening(lab, LOGIN, port), started
         log = lab.exec(LOGIN, "cat /home/ubuntu/.provision/notebooks/*.log").stdout
         assert f"running at: http://127.0.0.1:{port}/lab" in log, log
     finally:
         notebook("fastai2", LOGIN, inventory, stop=True, images_dir=images)
-    assert not _listening(lab, LOGIN, port)
+    assert not listening(lab, LOGIN, port)
 
 
 def test_fastai2_from_its_dockerfile_becomes_a_sif_with_the_real_apptainer_and_its_notebook_listens(hosts):
