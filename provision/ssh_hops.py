@@ -54,6 +54,7 @@ def _import_paramiko():
 
 
 paramiko = _import_paramiko()
+from provision.known_hosts import load_for  # noqa: E402  (it imports paramiko: after the import above)
 
 SSH_CONFIG_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")  # OpenSSH's order: the first value found wins
 MAX_CONFIG_HOPS = 8  # ProxyJump hops from ssh_config, one behind the other (a longer chain is a loop)
@@ -198,8 +199,7 @@ class SSHHop:
         hop: Any = self
         while isinstance(hop, SSHHop):
             hop.client.set_missing_host_key_policy(HostKeyPolicy(label, known_hosts, accept_new))
-            if known_hosts.exists():
-                hop.client.get_host_keys().load(str(known_hosts))
+            load_for(hop.client.get_host_keys(), known_hosts, hop.host, hop.port)
             hop = hop.gateway
 
     def open(self) -> None:
