@@ -93,14 +93,33 @@ def split_spec(spec: str) -> tuple[str | None, str | None, int | None]:
     return user or None, host or None, int(port) if port else None
 
 
+def _config_signature() -> tuple:
+    signature = []
+    for path in map(os.path.expanduser, SSH_CONFIG_FILES):
+        try:
+            stat = os.stat(path)
+            signature.append((path, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            signature.append((path, None))
+    return tuple(signature)
+
+
+_parsed_config: list = [None, None]  # [signature, SSHConfig]: the files are parsed once while they stay the same
+
+
 def read_ssh_config() -> paramiko.SSHConfig:
-    """The user's ~/.ssh/config, then the system's /etc/ssh/ssh_config; a missing file is skipped."""
+    """The user's ~/.ssh/config, then the system's /etc/ssh/ssh_config; a missing file is skipped.
+    Parsed once for as long as neither file changes (a fleet run asks once per host)."""
+    signature = _config_signature()
+    if _parsed_config[0] == signature:
+        return _parsed_config[1]
     config = paramiko.SSHConfig()
     for name in SSH_CONFIG_FILES:
         path = os.path.expanduser(name)
         if os.path.isfile(path):
             with open(path) as text:
                 config.parse(text)
+    _parsed_config[:] = [signature, config]
     return config
 
 

@@ -95,3 +95,10 @@ def test_an_ssh_socket_sends_small_packets_at_once_and_acknowledges_what_it_read
     finally:
         peer.close()
         server.close()
+
+
+def test_ssh_config_is_parsed_again_only_when_it_changes(tmp_path, monkeypatch):
+    first = _config(tmp_path, monkeypatch, "Host web\n    Port 2200\n")
+    assert read_ssh_config() is first, "unchanged: the parse is reused (a fleet run asks once per host)"
+    changed = _config(tmp_path, monkeypatch, "Host web\n    Port 2201\n    User deploy\n")
+    assert changed is not first and changed.lookup("web")["port"] == "2201"
