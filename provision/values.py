@@ -65,7 +65,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     _kind("seconds", None, "a whole number of seconds, e.g. 600"),
     _kind("bool", None, "true or false"),
     _kind("secret", None, "a secret reference ({secret_env: NAME}, {secret_file: PATH} or {secret_ssm: /path})"),
-    _kind("mapping", None, "a mapping whose keys and values are one line each"),
+    _kind("mapping", None, "a mapping whose keys and values are one line each (or true, false, numbers)"),
     _kind("line", r"[^\x00-\x1f\x7f]*", "one line of text (no newlines or other control characters)"),
     _kind("text", r"[^\x00-\x08\x0b-\x1f\x7f]*", "text (no control characters but newlines and tabs)"),
     _kind("any", None, "anything (its use quotes it)"),
@@ -96,6 +96,21 @@ def _scalar_ok(kind: Kind, value: Any) -> bool:
     return isinstance(value, str) and kind.pattern is not None and kind.pattern.fullmatch(value) is not None
 
 
+def _mapping_problem(value: Any) -> tuple[Any, Kind] | None:
+    """The first key or value in a mapping (nested mappings and lists too) that is not one line, true or false."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, dict):
+        for item in [*value.keys(), *value.values()]:
+            found = _mapping_problem(item)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, map(_mapping_problem, value)), None)
+    return problem("line", value)
+
+
 def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
     """The first part of `value` (itself, or an item of a list) that is not of this kind, with the kind."""
     kind = KINDS[kind_name]
@@ -111,8 +126,8 @@ def problem(kind_name: str, value: Any) -> tuple[Any, Kind] | None:
         return None
     if kind.name == "secret":
         return None if isinstance(value, dict) and set(value) & {"secret_env", "secret_file", "secret_ssm"} else (value, kind)
-    if kind.name == "mapping":
-        return problem("line", value) if isinstance(value, dict) else (value, kind)
+    if kind.name == "mapping":  # its one use is JSON (daemon.json): true and false are values like any other
+        return _mapping_problem(value) if isinstance(value, dict) else (value, kind)
     if isinstance(value, dict):
         if kind.name in ("any", "text", "line"):
             for item in list(value.keys()) + list(value.values()):
