@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(mmdebstrap tini apt-cacher-ng iproute2 openssh-client openssh-server gnupg apt-utils
               dpkg-dev shellcheck systemd-container iptables reprepro squashfs-tools siftool
               docker-registry apache2-utils jq curl zstd busybox-static gpg-agent vagrant
-              qemu-user-static binfmt-support)
+              qemu-user-static binfmt-support arch-test)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii' || missing+=("$package")

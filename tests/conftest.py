@@ -15,14 +15,25 @@ LAB_HOSTS = ["lab1", "lab2", "lab3"]
 SshRunner = Callable[..., subprocess.CompletedProcess]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--arm64", action="store_true",
+                     help="also run the arm64 lab host tests (qemu-user emulation: about 15 minutes from a fresh machine)")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab: needs root and builds real lab hosts on this machine")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under mutmut (scripts/mutation.sh) only the unit tests run: lab tests are far too slow per mutant."""
+    """Under mutmut (scripts/mutation.sh) only the unit tests run: lab tests are far too slow per mutant.
+    The arm64 lab host runs only with --arm64: emulated, it would more than double the suite's time."""
     if os.environ.get("MUTANT_UNDER_TEST"):
         items[:] = [item for item in items if item.get_closest_marker("lab") is None]
+    if not config.getoption("--arm64"):
+        skip = pytest.mark.skip(reason="an arm64 lab host under emulation (minutes): run with --arm64")
+        for item in items:
+            if item.get_closest_marker("arm64"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

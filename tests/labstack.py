@@ -18,12 +18,19 @@ from pathlib import Path
 from provision.lab.boot import PCI_STANDIN_DIR
 from tests.helpers import write
 from tests.standins import build_standin_repos, ensure_packages, lab_url, serve
+from tests.standins.debs import download_debian_deb
 from tests.standins.recipes import UBUNTU_KERNELS
 
 BUILDER_ROLES = ["base", "helper_tools", "nvidia_driver", "docker_ce", "nvidia_container_toolkit", "apptainer",
                  "ngc_login", "verify"]
 REPOS_DIR = Path("/var/cache/provision-lab/standin-repos")
+# Each architecture's stand-in repositories: their folder and the port they are served on (lab bridge).
+ARCH_REPOS = {"amd64": (REPOS_DIR, 8089), "arm64": (Path("/var/cache/provision-lab/standin-repos-arm64"), 8090)}
+NATIVE_ARCH = "amd64"  # this machine's; an arm64 lab host runs under qemu-user
 V100 = ("0000:00:1e.0", "10de:1db1", "0x030200")
+T4G = ("0000:00:1f.0", "10de:1eb4", "0x030200")  # AWS g5g's GPU (Graviton2, arm64)
+GPUS = {"amd64": V100, "arm64": T4G}
+CUDA_REPO_ARCH = {"amd64": "x86_64", "arm64": "sbsa"}  # NVIDIA's CUDA repository folder per architecture
 ARCHIVE_KEY = "/usr/share/keyrings/lab-ubuntu-archive.asc"
 CUDA_IMAGE_DIR = "/var/lib/lab-cuda-image"
 
@@ -65,11 +72,12 @@ def _os_release(release: Release) -> str:
 class Stack:
     """Stand-in repositories served on the lab bridge and a registry with an NGC-style login."""
 
-    def __init__(self, lab, ngc_key: str):
+    def __init__(self, lab, ngc_key: str, arch: str = NATIVE_ARCH):
         ensure_packages()
-        self.lab = lab
-        self.repos = build_standin_repos(REPOS_DIR)
-        self.server = serve(REPOS_DIR)
+        self.lab, self.arch = lab, arch
+        directory, port = ARCH_REPOS[arch]
+        self.repos = build_standin_repos(directory, arch, f"http://10.200.0.1:{port}")
+        self.server = serve(directory, port=port)
         self.registry = lab.registry({"$oauthtoken": ngc_key})
         self.releases: dict[str, Release] = {}
 
@@ -77,19 +85,21 @@ class Stack:
         self.server.stop()
 
     def make_gpu_host(self, name: str, release: Release = UBUNTU_2404, flavour: str = "generic") -> None:
-        """A systemd host with a V100 stand-in, presenting itself as RELEASE; an Ubuntu one runs
-        kernel <ABI>-FLAVOUR and has Ubuntu's archive (route A's stand-in) in its sources."""
-        self.lab.up([name], systemd=True)
-        self.lab.plant_gpu(name, [V100])
+        """A systemd host of the stack's architecture with a GPU stand-in (V100; T4G on arm64), presenting
+        itself as RELEASE; an Ubuntu one runs kernel <ABI>-FLAVOUR and has Ubuntu's archive (route A's
+        stand-in) in its sources."""
+        self.lab.up([name], systemd=True, arch="" if self.arch == NATIVE_ARCH else self.arch)
+        gpu = GPUS[self.arch]
+        self.lab.plant_gpu(name, [gpu])
         root = self.lab.rootfs(name)
         # A fresh machine boots with nouveau bound to the GPU (sysfs: SLOT/driver -> .../drivers/nouveau).
-        (root / PCI_STANDIN_DIR / V100[0] / "driver").symlink_to("../../../bus/pci/drivers/nouveau")
+        (root / PCI_STANDIN_DIR / gpu[0] / "driver").symlink_to("../../../bus/pci/drivers/nouveau")
         self.releases[name] = release
         if release.os_id == "ubuntu":
             self._present_as_ubuntu(name, root, release, flavour)
-        image = root / CUDA_IMAGE_DIR.lstrip("/")
-        (image / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy("/bin/busybox", image / "bin" / "busybox")
+        image = root / CUDA_IMAGE_DIR.lstrip("/")  # a CUDA image's stand-in: Debian's busybox of the host's architecture
+        busybox = download_debian_deb(self.repos.root.parent / "downloads", "busybox-static", self.arch)
+        subprocess.run(["dpkg-deb", "-x", str(busybox), str(image)], check=True)
         subprocess.run(["chroot", str(image), "/bin/busybox", "--install", "-s", "/bin"], check=True)
         self.lab.stop(name)
         self.lab.start(name)
@@ -140,7 +150,7 @@ class Stack:
         release = self.releases.get(name, DEBIAN_12)
         base, repos = self.repos.base_url, self.repos
         docker = repos.docker if release.os_id == "ubuntu" else repos.docker_debian
-        cuda = f"{repos.cuda.url(base)}/{release.cuda_folder}/x86_64"
+        cuda = f"{repos.cuda.url(base)}/{release.cuda_folder}/{CUDA_REPO_ARCH[self.arch]}"
         return {
             "docker_ce_repo_url": docker.url(base),
             "docker_ce_key_url": docker.key_url(base),
@@ -170,11 +180,11 @@ def keep_known_hosts(lab, directory: Path, names) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(lab, ngc_key: str):
+def running_stack(lab, ngc_key: str, arch: str = NATIVE_ARCH):
     """A Stack for a test module, NGC_API_KEY set to ngc_key while it lives; its servers stopped after."""
     before = os.environ.get("NGC_API_KEY")
     os.environ["NGC_API_KEY"] = ngc_key
-    made = Stack(lab, ngc_key)
+    made = Stack(lab, ngc_key, arch)
     try:
         yield made
     finally:

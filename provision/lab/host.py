@@ -13,6 +13,7 @@ from provision.lab.commands import LabError, run, stderr_tail
 
 SSH_PORT = 22
 BOOT_TIMEOUT = {False: 15.0, True: 60.0}  # seconds until sshd answers, by systemd
+EMULATED_SLOWDOWN = 5  # a host of another architecture boots this many times slower (qemu-user)
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class LabHost:
     address: str
     systemd: bool = False
     flavour: str = ""     # rootfs.APPTAINER_FLAVOUR: Debian sid with Apptainer, booted with pivot_root
+    arch: str = ""        # "" for this machine's; "arm64": every program in it runs under qemu-user
 
     @property
     def octet(self) -> int:
@@ -120,7 +122,8 @@ def _ssh_banner(address: str, timeout: float) -> bool:
 
 def wait_for_ssh(host: LabHost, machine: MachineDir, timeout: float | None = None) -> None:
     """Return once the host's sshd answers with its banner; LabError with its console if not."""
-    timeout = BOOT_TIMEOUT[host.systemd] if timeout is None else timeout
+    if timeout is None:
+        timeout = BOOT_TIMEOUT[host.systemd] * (EMULATED_SLOWDOWN if host.arch else 1)
     deadline = time.monotonic() + timeout
     while not _ssh_banner(host.address, timeout=1):
         if time.monotonic() > deadline:

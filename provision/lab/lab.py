@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from provision.lab import (aptcache, cgroups, faults, host, inventory, keys, lock, mounts, network,
+from provision.lab import (aptcache, cgroups, emulation, faults, host, inventory, keys, lock, mounts, network,
                            rootfs, settings)
 from provision.lab import registry
 from provision.lab.boot import PCI_STANDIN_DIR
@@ -25,6 +25,10 @@ def default_state_dir() -> Path:
     """`.lab` in the project root (the checkout holding this package), else in the cwd."""
     project = Path(__file__).resolve().parents[2]
     return (project if (project / "pyproject.toml").is_file() else Path.cwd()) / ".lab"
+
+
+def _lab_host(name: str, record: HostRecord) -> LabHost:
+    return LabHost(name, record.address, record.systemd, record.flavour, record.arch)
 
 
 def _require_root() -> None:
@@ -51,7 +55,7 @@ class Lab:
     def hosts(self) -> list[LabHost]:
         """Every host the lab has made and not torn down, in address order."""
         records = LabState.load(self._state_path).hosts
-        made = [LabHost(name, r.address, r.systemd, r.flavour) for name, r in records.items()]
+        made = [_lab_host(name, r) for name, r in records.items()]
         return sorted(made, key=lambda h: h.octet)
 
     def host(self, name: str) -> LabHost:
@@ -79,10 +83,11 @@ class Lab:
     # -- bringing hosts up ----------------------------------------------------------------
 
     def up(self, names: list[str], systemd: bool = False,
-           record_host_keys: bool = True, flavour: str = "") -> list[LabHost]:
+           record_host_keys: bool = True, flavour: str = "", arch: str = "") -> list[LabHost]:
         """Make (or keep) the named hosts running and answering SSH; return them.
 
         flavour rootfs.APPTAINER_FLAVOUR: Debian sid hosts with the real Apptainer, Slurm and munge.
+        arch "arm64": hosts of that architecture on this amd64 machine, run under qemu-user.
 
         New hosts get the next free addresses and a fresh overlay; hosts already up are
         kept as they are. Rewrites the inventory and known_hosts for all of the lab's hosts.
@@ -96,22 +101,25 @@ class Lab:
         state = LabState.load(self._state_path)
         if not state.saved_settings:
             state.saved_settings = settings.snapshot()
-        base = rootfs.ensure_base(systemd, flavour=flavour)
+        base = rootfs.ensure_base(systemd, flavour=flavour, arch=arch)
+        if arch:
+            emulation.ensure_setuid_emulation(arch)  # sudo inside the host: setuid under qemu-user
         client_public_key = keys.ensure_client_key(self.client_key)
         network.ensure_bridge()
         aptcache.ensure_running(self._aptcache_dir)
         wanted = []
         for name in names:
             record = state.hosts.get(name)
-            if record and (record.systemd, record.flavour) != (systemd, flavour):
-                raise LabError(f"lab host {name} exists with systemd={record.systemd} flavour={record.flavour!r}, "
-                               f"not systemd={systemd} flavour={flavour!r}")
+            if record and (record.systemd, record.flavour, record.arch) != (systemd, flavour, arch):
+                raise LabError(f"lab host {name} exists with systemd={record.systemd} flavour={record.flavour!r} "
+                               f"arch={record.arch!r}, not systemd={systemd} flavour={flavour!r} arch={arch!r}")
             if record and self._is_intact(name):
-                made = LabHost(name, record.address, record.systemd, record.flavour)
+                made = _lab_host(name, record)
                 if not network.netns_pids(made.netns):
                     host.start(made, self._machine(name))
             else:
-                made = self._create(state, name, systemd, base, client_public_key, record_host_keys, flavour)
+                made = self._create(state, name, HostRecord("", systemd, "", record_host_keys, flavour, arch),
+                                    base, client_public_key)
             wanted.append(made)
         for made in wanted:
             host.wait_for_ssh(made, self._machine(made.name))
@@ -123,15 +131,15 @@ class Lab:
         netns = network.netns_name(name)
         return mounts.is_mounted(self._machine(name).root) and Path("/run/netns", netns).exists()
 
-    def _create(self, state: LabState, name: str, systemd: bool, base: Path,
-                client_public_key: str, record_host_key: bool, flavour: str = "") -> LabHost:
+    def _create(self, state: LabState, name: str, wanted: HostRecord, base: Path, client_public_key: str) -> LabHost:
         self._remove_leftovers(name, state.hosts.get(name))
         used = {int(r.address.rsplit(".", 1)[1]) for n, r in state.hosts.items() if n != name}
         free = [o for o in range(network.FIRST_HOST_OCTET, network.LAST_HOST_OCTET + 1) if o not in used]
         if not free:
             raise LabError(f"the lab has no address left for host {name}")
-        made = LabHost(name, network.host_address(free[0]), systemd, flavour)
-        state.hosts[name] = HostRecord(made.address, systemd, "", record_host_key, flavour)
+        wanted.address = network.host_address(free[0])
+        state.hosts[name] = wanted
+        made = _lab_host(name, wanted)
         state.save(self._state_path)  # recorded before anything exists, for down() after a crash
         network.create_host_network(name, made.octet)
         machine = self._machine(name)
@@ -150,7 +158,7 @@ class Lab:
 
     def _write_host_files(self, state: LabState) -> None:
         state.save(self._state_path)
-        made = {name: LabHost(name, r.address, r.systemd, r.flavour) for name, r in state.hosts.items()}
+        made = {name: _lab_host(name, r) for name, r in state.hosts.items()}
         ordered = sorted(made.values(), key=lambda h: h.octet)
         inventory.write_inventory(self.inventory_path, ordered, self.client_key)
         vouched = {made[n]: r.host_key for n, r in state.hosts.items() if r.record_host_key and r.host_key}
@@ -240,6 +248,7 @@ class Lab:
         cgroups.remove_all()
         aptcache.stop(self._aptcache_dir)
         registry.stop(self._registry_dir)
+        emulation.remove_lab_handlers()
         mounts.unmount_below(self.state_dir)
         left = mounts.mounts_below(self.state_dir)
         if left:

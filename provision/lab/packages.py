@@ -19,6 +19,7 @@ LAB_APT_PACKAGES = (
     "apache2-utils",      # htpasswd -B for the registry's password logins
     "qemu-user-static",   # arm64 programs on this amd64 machine (docker builds for linux/arm64)
     "binfmt-support",     # update-binfmts, registering qemu's handlers (emulation.py)
+    "arch-test",          # mmdebstrap checks with it that arm64 programs run here (arm64 hosts' bases)
 )
 
 

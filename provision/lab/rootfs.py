@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.lab import mirror
+from provision.lab import emulation, mirror
 from provision.lab.commands import LabError, run
 
 CACHE_DIR = Path("/var/cache/provision-lab")
@@ -120,15 +120,18 @@ class BaseRecipe:
     files: tuple[tuple[str, str, int], ...]
     links: tuple[tuple[str, str], ...]
     flavour: str = field(default="", repr=False)  # "" or a key of FLAVOUR_SUITES
+    arch: str = field(default="", repr=False)  # "" for this machine's; another Debian architecture runs under qemu-user (emulation.py)
 
     @property
     def suite(self) -> str:
         return FLAVOUR_SUITES.get(self.flavour, SUITE)
 
     @classmethod
-    def for_this_machine(cls, systemd: bool, flavour: str = "") -> "BaseRecipe":
+    def for_this_machine(cls, systemd: bool, flavour: str = "", arch: str = "") -> "BaseRecipe":
         if flavour and (flavour not in FLAVOUR_SUITES or systemd):
             raise LabError(f"no lab base of flavour {flavour!r} (systemd={systemd})")
+        if arch and arch not in emulation.HANDLERS:
+            raise LabError(f"no lab base for architecture {arch!r} (known: {', '.join(emulation.HANDLERS)})")
         packages = BASE_PACKAGES + (SYSTEMD_PACKAGES if systemd else ()) + FLAVOUR_PACKAGES.get(flavour, ())
         suite = FLAVOUR_SUITES.get(flavour)
         source_lines = tuple(
@@ -138,17 +141,19 @@ class BaseRecipe:
         if not source_lines:
             raise LabError(f"this machine's apt has no sources for Debian {SUITE}")
         files = _base_files(systemd, {**mirror.carried_apt_options(), **FLAVOUR_APT_OPTIONS.get(flavour, {})})
-        return cls(systemd, packages, source_lines, files, _base_links(systemd), flavour)
+        return cls(systemd, packages, source_lines, files, _base_links(systemd), flavour, arch)
 
     def digest(self) -> str:
         """A hash of the recipe and of the steps that apply it."""
         recipe = repr(self) + inspect.getsource(_customize)
         if self.flavour:
             recipe += self.flavour + inspect.getsource(_customize_flavour) + repr(APPTAINER_CONF_CHANGES)
+        if self.arch:
+            recipe += self.arch
         return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     def path(self, cache_dir: Path = CACHE_DIR) -> Path:
-        kind = self.flavour or ("systemd" if self.systemd else "minbase")
+        kind = (self.flavour or ("systemd" if self.systemd else "minbase")) + (f"-{self.arch}" if self.arch else "")
         return cache_dir / "rootfs" / f"{self.suite}-{kind}-{self.digest()}"
 
 
@@ -184,15 +189,15 @@ def _customize_flavour(root: Path, recipe: BaseRecipe) -> None:
 def _prune_unused(cache_dir: Path, keep: Path) -> None:
     """Remove older builds of the same kind that no mounted host uses any more."""
     mounts = Path("/proc/self/mountinfo").read_text()
-    kind_prefix = keep.name.rsplit("-", 1)[0] + "-"
-    for old in keep.parent.glob(kind_prefix + "*"):
-        if old != keep and str(old) not in mounts:
+    kind = keep.name.rsplit("-", 1)[0]
+    for old in keep.parent.glob(kind + "-*"):
+        if old != keep and old.name.rsplit("-", 1)[0] == kind and str(old) not in mounts:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR, flavour: str = "") -> Path:
+def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR, flavour: str = "", arch: str = "") -> Path:
     """The path of the base root filesystem for this recipe, built now if not cached."""
-    recipe = BaseRecipe.for_this_machine(systemd, flavour)
+    recipe = BaseRecipe.for_this_machine(systemd, flavour, arch)
     target = recipe.path(cache_dir)
     if target.is_dir():
         return target
@@ -206,6 +211,9 @@ def ensure_base(systemd: bool = False, cache_dir: Path = CACHE_DIR, flavour: str
         try:
             apt_options = [f"--aptopt={name} \"{value}\"" for name, value in
                            FLAVOUR_APT_OPTIONS.get(recipe.flavour, {}).items()]
+            if recipe.arch:  # its maintainer scripts run emulated; several times slower than native
+                emulation.ensure_emulation(recipe.arch)
+                apt_options.append(f"--arch={recipe.arch}")
             run(["mmdebstrap", "--variant=minbase", "--skip=cleanup/apt/lists", *apt_options,
                  "--include=" + ",".join(recipe.packages), recipe.suite, str(building),
                  *recipe.source_lines],

@@ -14,6 +14,7 @@ class HostRecord:
     host_key: str
     record_host_key: bool = True
     flavour: str = ""
+    arch: str = ""  # "" for this machine's architecture
 
 
 @dataclass

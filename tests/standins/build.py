@@ -358,8 +358,8 @@ def build_standin_repos(out_dir: Path, arch: str = "amd64",
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        docker_io = download_docker_io(out_dir / "downloads")
-        runtime_debs = [download_debian_deb(out_dir / "downloads", name) for name in ("containerd", "runc")]
+        docker_io = download_docker_io(out_dir / "downloads", arch)
+        runtime_debs = [download_debian_deb(out_dir / "downloads", name, arch) for name in ("containerd", "runc")]
         digest = _recipe_digest(arch, base_url.rstrip("/"), docker_io.name, *(d.name for d in runtime_debs))
         manifest, stamp, final = out_dir / _MANIFEST, out_dir / _RECIPE_HASH, out_dir / "www"
         if stamp.exists() and stamp.read_text() == digest and manifest.exists() and final.is_dir():

@@ -151,23 +151,40 @@ def _format_control(fields: dict[str, str]) -> str:
     return "".join(f"{k}: {v}\n" for k, v in fields.items())
 
 
-def download_debian_deb(downloads: Path, package: str) -> Path:
-    """Debian's PACKAGE .deb, fetched once with `apt-get download` and kept in DOWNLOADS."""
+def _native_arch() -> str:
+    return subprocess.run(["dpkg", "--print-architecture"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _foreign_apt_options(downloads: Path, arch: str) -> list[str]:
+    """apt options that read ARCH's package lists from a folder of DOWNLOADS, not this machine's state."""
+    lists = downloads / f"apt-lists-{arch}"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    return ["-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}",
+            "-o", f"Dir::State::Lists={lists}", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="]
+
+
+def download_debian_deb(downloads: Path, package: str, arch: str = "") -> Path:
+    """Debian's PACKAGE .deb for ARCH (this machine's when empty), fetched once with `apt-get download`
+    from this machine's sources and kept in DOWNLOADS; another architecture's lists live in DOWNLOADS."""
     downloads.mkdir(parents=True, exist_ok=True)
-    found = sorted(downloads.glob(f"{package}_*.deb"))
+    arch = arch or _native_arch()
+    found = sorted(downloads.glob(f"{package}_*_{arch}.deb"))
     if found:
         return found[-1]
-    result = subprocess.run(["apt-get", "download", package], cwd=downloads,
+    options = [] if arch == _native_arch() else _foreign_apt_options(downloads, arch)
+    if options:
+        subprocess.run(["apt-get", "-q", *options, "update"], capture_output=True, text=True)
+    result = subprocess.run(["apt-get", *options, "download", f"{package}:{arch}"], cwd=downloads,
                             capture_output=True, text=True)
-    found = sorted(downloads.glob(f"{package}_*.deb"))
+    found = sorted(downloads.glob(f"{package}_*_{arch}.deb"))
     if result.returncode != 0 or not found:
-        raise RuntimeError(f"apt-get download {package} failed (rc={result.returncode}): "
+        raise RuntimeError(f"apt-get download {package}:{arch} failed (rc={result.returncode}): "
                            f"{result.stderr.strip().splitlines()[-1:]}")
     return found[-1]
 
 
-def download_docker_io(downloads: Path) -> Path:
-    return download_debian_deb(downloads, "docker.io")
+def download_docker_io(downloads: Path, arch: str = "") -> Path:
+    return download_debian_deb(downloads, "docker.io", arch)
 
 
 def repackage_containerd_io(parts: list[Path], version: str, work: Path, out_dir: Path) -> Path:
