@@ -148,23 +148,9 @@ def proxy_url() -> str:
     return PROXY_URL
 
 
-def provision_once(inventory: str, roles: str, hosts: str) -> None:
-    """One provision run (what `invoke provision` does, with the bench roles dir); prints each host's counts."""
-    from rich.console import Console
-
-    from provision import cli
-    from provision.runner import RunOptions
-
-    with open(os.devnull, "w") as devnull:
-        results = cli.provision(Path(inventory), hosts, None, None, RunOptions(parallel=len(hosts.split(","))), None,
-                                Console(file=devnull), Path(roles))
-    print(json.dumps({name: {"status": r.status, "changed": r.changed, "error": r.error}
-                      for name, r in results.items()}))
-
-
 def provision_tool(inventory: Path, roles: Path) -> Tool:
     def command(hosts: list[str]) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve()), "--provision-once",
+        return [sys.executable, str(Path(__file__).resolve().with_name("provision_once.py")),
                 str(inventory), str(roles), ",".join(hosts)]
 
     def changes(run: Run, hosts: list[str]) -> dict[str, int]:
@@ -419,9 +405,6 @@ def benchmark(repeat: int, cache: Path, json_path: Path | None, counts: tuple[in
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--provision-once"]:  # the timed provision command (see provision_tool)
-        provision_once(*argv[1:4])
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed no-op runs per tool and host count (default 5)")
     parser.add_argument("--hosts", default=",".join(map(str, HOST_COUNTS)),
