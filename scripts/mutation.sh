@@ -21,6 +21,10 @@ echo "import provision_mutmut_child" > "$site/provision_mutmut_child.pth"
 unset PYTHONPATH   # mutmut imports the mutated copy in mutants/, never this checkout
 patterns=()
 for module in "$@"; do patterns+=("provision.$module.*"); done
+# mutmut 3.3.1 reuses its test-to-function map between runs and never maps again a test it has timed
+# once, even after a run with other MUTATION_TESTS dropped it from the map: that test would then run
+# against no mutant. A fresh map for every run (the stats pass is one run of the chosen tests).
+rm -f mutants/mutmut-stats.json
 "$venv/bin/python" scripts/mutmut_run.py run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}" > mutants-run.log 2>&1 || true
 "$venv/bin/python" scripts/mutation_report.py "${patterns[@]}"
 if [ $# -eq 0 ]; then

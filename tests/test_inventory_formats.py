@@ -109,3 +109,24 @@ def test_magic_variables_describe_the_host_and_its_groups(tmp_path):
     assert magic["groups"]["all"] == ["node1.example.com", "10.0.0.1"] and magic["groups"]["cpu"] == ["10.0.0.1"]
     assert magic["inventory_dir"] == str(tmp_path.resolve()) and magic["inventory_file"].endswith("/hosts")
     assert inventory.host("10.0.0.1").magic["inventory_hostname_short"] == "10.0.0.1"
+
+
+def test_ini_host_lines_drop_trailing_comments_and_keep_equals_signs_in_values(tmp_path):
+    write(tmp_path / "hosts.ini", """
+        [gpu]
+        node1 ansible_host=192.0.2.1 opts=a=b  # the first node
+    """)
+    host = load_inventory(tmp_path / "hosts.ini").host("node1")
+    assert (host.address, host.vars["opts"]) == ("192.0.2.1", "a=b")
+
+
+def test_vars_directories_are_read_in_name_order_into_subdirectories_skipping_hidden_and_backup_files(tmp_path):
+    write(tmp_path / "inventory.yml", "all:\n  hosts: {a: }\n")
+    write(tmp_path / "group_vars" / "all" / "b.yml", "order: b\n")
+    write(tmp_path / "group_vars" / "all" / "a.yml", "order: a\nfrom_a: 1\n")
+    write(tmp_path / "group_vars" / "all" / "more" / "c.yml", "deep: 3\n")
+    write(tmp_path / "group_vars" / "all" / ".hidden.yml", "hidden: 1\n")
+    write(tmp_path / "group_vars" / "all" / "zz~", "order: backup\n")  # an editor's backup of zz
+    variables = load_inventory(tmp_path).host("a").vars
+    assert (variables["order"], variables["from_a"], variables["deep"]) == ("b", 1, 3)
+    assert "hidden" not in variables

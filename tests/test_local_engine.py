@@ -137,3 +137,15 @@ def test_a_secret_a_step_prints_is_redacted_from_errors_reports_and_console(proj
     assert "token=***" in result.error
     for text in (result.error, console.getvalue(), (tmp_path / "report.json").read_text()):
         assert "s3cr3t-token-value-77" not in text
+
+
+def test_a_file_in_a_directory_that_does_not_exist_yet_is_written_with_its_parents(project):
+    tmp_path, roles, root = project
+    write(roles / "files" / "tasks.yml", """
+        - name: Deep file
+          file: {path: "{{ files_root }}/new/deeper/app.conf", content: "x = 1\\n", mode: "0640"}
+    """)
+    result = run(project)
+    assert result.status == "changed", result.error
+    assert (root / "new/deeper/app.conf").read_text() == "x = 1\n"
+    assert oct((root / "new/deeper/app.conf").stat().st_mode & 0o777) == "0o640"

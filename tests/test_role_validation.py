@@ -106,6 +106,25 @@ def test_unquoted_mode_is_refused(tmp_path, monkeypatch):
     assert message == "roles/broken/tasks.yml:1 (task 'Write'): mode 420 must be a quoted string such as '0644'"
 
 
+
+@pytest.mark.parametrize("key", ["owner", "group"])
+def test_owner_or_group_that_is_not_a_user_name_is_refused(tmp_path, monkeypatch, key):
+    task = f"- name: Write\n  file: {{path: /x, content: y, {key}: 'root; rm -rf /'}}\n"
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": task})
+    assert message.startswith(f"roles/broken/tasks.yml:1 (task 'Write'): {key} ") and "'root; rm -rf /'" in message
+
+
+@pytest.mark.parametrize("run", ["make all", "[]"])
+def test_command_run_that_is_not_a_list_of_arguments_is_refused(tmp_path, monkeypatch, run):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": f"- name: Build\n  command: {{run: {run}, creates: /x}}\n"})
+    assert message.startswith("roles/broken/tasks.yml:1 (task 'Build'): command run must be a non-empty list of arguments")
+
+
+def test_package_names_given_as_a_mapping_are_refused(tmp_path, monkeypatch):
+    message = refused(tmp_path, monkeypatch, {"tasks.yml": "- name: Install\n  apt_packages: {names: {tmux: 1}}\n"})
+    assert message == ("roles/broken/tasks.yml:1 (task 'Install'): names must be a string or a list of strings, "
+                       "got {'tmux': 1}")
+
 # The systems the roles are for (Ubuntu LTS releases, amd64 and arm64) and the lab's Debian.
 SUPPORTED_SYSTEMS = [
     {"os_id": "ubuntu", "os_version_id": "22.04", "os_codename": "jammy", "arch": "amd64"},

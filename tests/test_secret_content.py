@@ -127,3 +127,20 @@ def test_a_secret_file_others_can_read_is_refused_with_the_chmod_that_fixes_it(p
                                 f"a secret file must be yours alone: chmod 600 {secret}")
     secret.chmod(0o600)
     cli.prepare(tmp_path / "hosts", "here", None, None, {}, roles)
+
+
+def test_a_handler_writes_a_secret_into_a_file_like_a_task_does(project):
+    tmp_path, roles, root = project
+    write(roles / "conf" / "tasks.yml", """
+        - name: A marker
+          file: {path: "{{ conf_root }}/marker", content: "m"}
+          notify: write the token
+    """)
+    write(roles / "conf" / "handlers.yml", """
+        - name: write the token
+          file: {path: "{{ conf_root }}/from-handler", content: "token={{ conf_token }}", mode: "0600"}
+    """)
+    result, shown = run(project)
+    assert result.status == "changed", result.error
+    assert (root / "from-handler").read_text() == f"token={FIRST}"
+    assert FIRST not in shown

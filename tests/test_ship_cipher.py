@@ -83,3 +83,16 @@ def test_ship_falls_back_to_what_the_server_offers(sshd, tmp_path):
     result = ship(str(tmp_path / "b.sif"), "far", inventory, console=Console(quiet=True), hash_cache=tmp_path / "h.json")
     assert (tmp_path / "received-1" / "b.sif").read_bytes() == (tmp_path / "b.sif").read_bytes()
     assert result.bytes_sent == 100_000 and negotiated(log) == {"aes128-ctr"}
+
+
+def test_ship_logs_in_with_a_key_whose_path_holds_a_percent_sign(sshd, tmp_path):
+    inventory, _ = sshd("aes128-ctr")
+    key = tmp_path / "keys" / "client%h"  # ssh would read %h as the host name in a path it expands
+    shutil.copy(tmp_path / "keys" / "client", key)
+    key.chmod(0o600)
+    hosts = yaml.safe_load((inventory / "inventory.yml").read_text())
+    hosts["all"]["hosts"]["far"]["ssh_key"] = str(key)
+    (inventory / "inventory.yml").write_text(yaml.safe_dump(hosts))
+    (tmp_path / "c.sif").write_bytes(os.urandom(1000))
+    ship(str(tmp_path / "c.sif"), "far", inventory, console=Console(quiet=True), hash_cache=tmp_path / "h.json")
+    assert (tmp_path / "received-1" / "c.sif").read_bytes() == (tmp_path / "c.sif").read_bytes()

@@ -78,7 +78,8 @@ def ssh_argv(hop: Hop, inventory: Inventory, options: SshOptions, remote_command
             "-o", "LogLevel=ERROR",
             "-c", CIPHERS]
     if hop.key:
-        argv += ["-i", _token_safe(hop.key), "-o", "IdentitiesOnly=yes"]
+        # as an option, not `-i`: ssh drops a `-i` path it cannot stat before expanding its `%%` tokens
+        argv += ["-o", "IdentityFile=" + _token_safe(hop.key), "-o", "IdentitiesOnly=yes"]
     if hop.user:
         argv += ["-l", hop.user]
     if hop.port:
