@@ -22,3 +22,17 @@ def roles_with(tmp: Path, extra_roles: dict[str, dict[str, str]] | None = None) 
         for name, text in files.items():
             write(roles / role / name, text)
     return roles
+
+
+def local_host(tmp_path: Path, monkeypatch, host_vars: str) -> Path:
+    """tmp_path/root for a local-connection host `here` with HOST_VARS (YAML flow text, without braces);
+    its inventory in tmp_path/hosts and the run state in tmp_path/state."""
+    root = tmp_path / "root"
+    root.mkdir()
+    monkeypatch.setenv("PROVISION_STATE_DIR", str(tmp_path / "state"))
+    write(tmp_path / "hosts" / "inventory.yml", f"""
+        all:
+          hosts:
+            here: {{connection: local, {host_vars}}}
+    """)
+    return root

@@ -11,20 +11,14 @@ from rich.console import Console
 from provision import cli
 from provision.errors import RoleError
 from provision.runner import RunOptions
-from tests.helpers import roles_with, write
+from tests.helpers import local_host, roles_with
 
 pytestmark = pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs coreutils")
 
 
 def project(tmp_path, monkeypatch, settings: str):
-    root = tmp_path / "root"
-    root.mkdir()
-    monkeypatch.setenv("PROVISION_STATE_DIR", str(tmp_path / "state"))
-    write(tmp_path / "hosts" / "inventory.yml", f"""
-        all:
-          hosts:
-            here: {{connection: local, roles: [daemon], daemon_root: "{root}", daemon_settings: {settings}}}
-    """)
+    root = local_host(tmp_path, monkeypatch,
+                      f'roles: [daemon], daemon_root: "{tmp_path / "root"}", daemon_settings: {settings}')
     roles = roles_with(tmp_path, {"daemon": {
         "meta.yml": "kinds:\n  daemon_root: abspath\n  daemon_settings: mapping\n",
         "defaults.yml": "daemon_root: /tmp\ndaemon_settings: {}\n",

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from provision import cli
 from provision.runner import RunOptions
-from tests.helpers import roles_with, write
+from tests.helpers import local_host, roles_with, write
 
 pytestmark = pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs coreutils")
 
@@ -20,14 +20,7 @@ pytestmark = pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A local host whose role writes only below tmp_path/root."""
-    root = tmp_path / "root"
-    root.mkdir()
-    monkeypatch.setenv("PROVISION_STATE_DIR", str(tmp_path / "state"))
-    write(tmp_path / "hosts" / "inventory.yml", f"""
-        all:
-          hosts:
-            here: {{connection: local, roles: [files], files_root: "{root}"}}
-    """)
+    root = local_host(tmp_path, monkeypatch, f'roles: [files], files_root: "{tmp_path / "root"}"')
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     group = subprocess.run(["id", "-gn"], capture_output=True, text=True).stdout.strip()
     write(root / "daemon.json", '{"data-root": "/srv/docker", "log-driver": "json-file"}\n')

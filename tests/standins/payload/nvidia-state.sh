@@ -48,7 +48,7 @@ nv_gpu_model() {
         0x1db5) echo "7.0|32768|300|Tesla V100-SXM2-32GB" ;;
         0x1db6) echo "7.0|32768|250|Tesla V100-PCIE-32GB" ;;
         0x1eb8) echo "7.5|15360|70|Tesla T4" ;;
-        0x1eb4) echo "7.5|15360|70|NVIDIA T4G" ;;
+        0x1eb4) echo "7.5|15360|70|NVIDIA T4G" ;;  # pci.ids 1eb4 and AWS g5g (16 GB, a T4 at 70 W): gpu_compat.yml
         0x20b0) echo "8.0|40960|400|NVIDIA A100-SXM4-40GB" ;;
         0x20b2) echo "8.0|81920|400|NVIDIA A100-SXM4-80GB" ;;
         0x20b5) echo "8.0|81920|300|NVIDIA A100 80GB PCIe" ;;
