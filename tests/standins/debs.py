@@ -167,11 +167,12 @@ def download_debian_deb(downloads: Path, package: str, arch: str = "") -> Path:
     """Debian's PACKAGE .deb for ARCH (this machine's when empty), fetched once with `apt-get download`
     from this machine's sources and kept in DOWNLOADS; another architecture's lists live in DOWNLOADS."""
     downloads.mkdir(parents=True, exist_ok=True)
-    arch = arch or _native_arch()
+    native = _native_arch()
+    arch = arch or native
     found = sorted(downloads.glob(f"{package}_*_{arch}.deb"))
     if found:
         return found[-1]
-    options = [] if arch == _native_arch() else _foreign_apt_options(downloads, arch)
+    options = [] if arch == native else _foreign_apt_options(downloads, arch)
     if options:
         subprocess.run(["apt-get", "-q", *options, "update"], capture_output=True, text=True)
     result = subprocess.run(["apt-get", *options, "download", f"{package}:{arch}"], cwd=downloads,
