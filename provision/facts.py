@@ -10,20 +10,32 @@ FACTS_SCRIPT = r"""
 echo "os_id=${ID:-unknown}"
 echo "os_version_id=${VERSION_ID:-}"
 echo "os_codename=${VERSION_CODENAME:-}"
+# Few processes: each fork and exec is a millisecond or more of every run's round trip, on every host.
 echo "arch=$(dpkg --print-architecture 2>/dev/null || uname -m)"
-echo "kernel=$(uname -r)"
-echo "hostname=$(uname -n)"
-echo "boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
-echo "user=$(id -un)"
+# shellcheck disable=SC2046  # split on purpose: the node name, then the release
+set -- $(uname -n -r)
+kernel=$2
+echo "kernel=$kernel"
+echo "hostname=$1"
+boot_id=; read -r boot_id < /proc/sys/kernel/random/boot_id 2>/dev/null
+echo "boot_id=$boot_id"
+who=$(LC_ALL=C id)
+uid=${who#uid=}; uid=${uid%%[!0-9]*}
+user=${who#uid=*(}; user=${user%%)*}
+case $who in "uid=$uid("*) ;; *) user=$uid ;; esac
+echo "user=$user"
 if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
-if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo sudo=1; else echo sudo=0; fi
-if [ -d "/lib/modules/$(uname -r)/build" ]; then echo kernel_headers=1; else echo kernel_headers=0; fi
+if [ "$uid" = 0 ] || sudo -n true 2>/dev/null; then echo sudo=1; else echo sudo=0; fi
+if [ -d "/lib/modules/$kernel/build" ]; then echo kernel_headers=1; else echo kernel_headers=0; fi
 echo "tmp_fs=$(stat -f -c %T /tmp 2>/dev/null)"
 echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 0)"
-echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)"
-for d in / /var/lib/docker /var/tmp; do
-  [ -d "$d" ] && echo "disk_free_kb $d=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
-done
+while read -r key value _; do
+  [ "$key" = MemTotal: ] && { echo "mem_kb=$value"; break; }
+done < /proc/meminfo 2>/dev/null
+set --
+for d in / /var/lib/docker /var/tmp; do [ -d "$d" ] && set -- "$@" "$d"; done
+# df -P prints one unwrapped line per argument, in the order given.
+df -Pk "$@" 2>/dev/null | { read -r _; for d in "$@"; do read -r _ _ _ free _ && echo "disk_free_kb $d=$free"; done; }
 sb=unknown
 if command -v mokutil >/dev/null 2>&1; then
   case $(mokutil --sb-state 2>/dev/null) in *enabled*) sb=enabled ;; *disabled*) sb=disabled ;; esac
@@ -37,8 +49,11 @@ fi
 echo "secure_boot=$sb"
 for dev in /sys/bus/pci/devices/*; do
   [ -r "$dev/vendor" ] || continue
-  [ "$(cat "$dev/vendor")" = 0x10de ] || continue
-  case $(cat "$dev/class") in 0x03*) echo "gpu=${dev##*/} $(cat "$dev/device") $(cat "$dev/class")" ;; esac
+  read -r vendor < "$dev/vendor"
+  [ "$vendor" = 0x10de ] || continue
+  read -r pci_class < "$dev/class"
+  read -r device < "$dev/device"
+  case $pci_class in 0x03*) echo "gpu=${dev##*/} $device $pci_class" ;; esac
 done
 [ -x /usr/bin/nvidia-smi ] && echo "driver_loaded=$( [ -e /proc/driver/nvidia/version ] && echo 1 || echo 0)"
 # Compute capability per GPU from the driver: preflight's fallback for a GPU missing from gpu_compat.yml.

@@ -69,8 +69,10 @@ prov_handler() {  # ID HANDLER: run a notified handler once, then forget it
 }
 
 prov_pkg_missing() {  # NAME[=VERSION]...: print each one not installed (at that version); one dpkg-query
-  # shellcheck disable=SC2046
-  dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' $(printf '%s\n' "$@" | sed 's/=.*//') 2>/dev/null \
+  prov_names=
+  for prov_spec in "$@"; do prov_names="$prov_names ${prov_spec%%=*}"; done
+  # shellcheck disable=SC2086
+  dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' $prov_names 2>/dev/null \
   | awk -v specs="$*" '
     # Status-Abbrev: wanted (i, or h when held), then status i = installed
     substr($0, 2, 1) == "i" { have[$2] = $3 }
@@ -141,8 +143,13 @@ prov_apt_refresh() {  # MAX_AGE NAME[=VERSION]...: update the lists only when th
 
 prov_dpkg_interrupted() {  # true when a dpkg run was cut short (apt then refuses: "dpkg was interrupted")
   command -v dpkg > /dev/null || return 1
-  [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] && return 0
-  [ -n "$(dpkg --audit 2>/dev/null)" ]
+  prov_admin=${DPKG_ADMINDIR:-/var/lib/dpkg}  # dpkg's own variable for its database (dpkg(1), ENVIRONMENT)
+  for prov_f in "$prov_admin"/updates/* "$prov_admin"/updates/.[!.]*; do [ -e "$prov_f" ] && return 0; done
+  # The states dpkg --audit reports that dpkg --configure -a or apt-get -f install can finish (the
+  # Status field: want, then ok or reinstreq, then the state; deb-status(5)): one grep of the status
+  # file, where dpkg --audit takes 8 ms of every run on a small host.
+  grep -Eq '^Status: [a-z]+ (reinstreq [a-z-]+|ok (half-installed|unpacked|half-configured|triggers-awaited|triggers-pending))$' \
+    "$prov_admin/status" 2>/dev/null
 }
 
 prov_dpkg_repair() {  # finish the cut-short run (dpkg --configure -a, waiting for the lock), then apt's fix-up

@@ -8,7 +8,7 @@ import pytest
 from provision import cli
 from provision.connection import Timeouts
 from provision.gpu.nvidia_smi import NVIDIA_SMI_QUERY, SmiFailure, parse_query
-from provision.facts import FACTS_SCRIPT
+from provision.facts import FACTS_SCRIPT, parse_facts
 from tests.helpers import write
 
 
@@ -23,6 +23,35 @@ def test_facts_of_this_machine_through_the_local_transport(tmp_path):
     assert facts["os_id"] in ("debian", "ubuntu")
     assert isinstance(facts["gpus"], list)
     assert all(gpu["pci_id"].startswith("10de:") for gpu in facts["gpus"])
+
+
+def test_facts_of_this_machine_match_what_each_command_says_alone(tmp_path):
+    """The facts script reads several facts per process; each must equal the plain command's answer."""
+    import os
+    import subprocess
+
+    def out(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+
+    facts = cli.facts(local_inventory(tmp_path), "here", False, Timeouts())
+    assert facts["kernel"] == out("uname", "-r") and facts["hostname"] == out("uname", "-n")
+    assert facts["user"] == out("id", "-un") and facts["arch"] == out("dpkg", "--print-architecture")
+    assert facts["boot_id"] == open("/proc/sys/kernel/random/boot_id").read().strip()
+    assert facts["cpus"] == int(out("getconf", "_NPROCESSORS_ONLN"))
+    assert facts["mem_kb"] == int(out("awk", "/^MemTotal:/ {print $2}", "/proc/meminfo"))
+    assert sorted(facts["disk_free_kb"]) == sorted(d for d in ("/", "/var/lib/docker", "/var/tmp") if os.path.isdir(d))
+    assert all(free > 0 for free in facts["disk_free_kb"].values())
+
+
+def test_a_user_without_a_passwd_entry_is_named_by_uid_as_id_does():
+    import subprocess
+
+    if shutil.which("setpriv") is None or subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
+        pytest.skip("needs root and setpriv to run the facts script as a uid with no passwd entry")
+    as_nobody = subprocess.run(["setpriv", "--reuid", "48213", "--regid", "48213", "--clear-groups", "sh", "-c", FACTS_SCRIPT],
+                               capture_output=True, text=True, cwd="/")
+    facts = parse_facts(as_nobody.stdout)
+    assert facts["user"] == "48213" and facts["sudo"] is False
 
 
 def test_preflight_of_this_machine_decides_from_its_real_gpus(tmp_path):

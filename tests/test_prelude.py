@@ -74,6 +74,38 @@ AWKS = [awk for awk in ("mawk", "gawk", "original-awk") if shutil.which(awk)] + 
        (["busybox awk"] if shutil.which("busybox") else [])
 
 
+# Every want/flag/state a package can be left in; dpkg refuses a triggers state without its field.
+DPKG_STATES = [(flag, state) for flag in ("ok", "reinstreq") for state in (
+    "installed", "config-files", "not-installed", "half-installed", "unpacked", "half-configured",
+    "triggers-awaited", "triggers-pending")]
+TRIGGER_FIELDS = {"triggers-awaited": "Triggers-Awaited: other\n", "triggers-pending": "Triggers-Pending: trig\n"}
+
+
+@pytest.mark.parametrize("flag, state", DPKG_STATES)
+def test_a_cut_short_dpkg_is_seen_exactly_when_dpkg_audit_reports_it(tmp_path, flag, state):
+    """prov_dpkg_interrupted reads the status file with grep; the real dpkg --audit is the reference."""
+    if shutil.which("dpkg") is None:
+        pytest.skip("needs dpkg (Debian or Ubuntu)")
+    admin = tmp_path / "dpkg"
+    (admin / "updates").mkdir(parents=True)
+    (admin / "info").mkdir()
+    for suffix in ("list", "md5sums"):  # dpkg --audit also reports an installed package without these
+        (admin / "info" / f"pkg.{suffix}").write_text("")
+    (admin / "available").write_text("")
+    (admin / "status").write_text(
+        f"Package: pkg\nStatus: install {flag} {state}\nMaintainer: t <t@example.org>\nArchitecture: all\n"
+        f"Version: 1.0\n{TRIGGER_FIELDS.get(state, '')}Description: test\n")
+    env = {"DPKG_ADMINDIR": str(admin), "PATH": "/usr/bin:/bin"}
+    audit = subprocess.run(["dpkg", "--audit"], capture_output=True, text=True, env=env)
+    assert audit.returncode in (0, 1) and "error" not in audit.stderr, audit.stderr
+    script = f"PROV_APT_LOCK_TIMEOUT=1\n{PRELUDE.read_text()}\nprov_dpkg_interrupted"
+    ours = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
+    assert (ours.returncode == 0) == bool(audit.stdout.strip()), (flag, state, audit.stdout)
+    if ours.returncode != 0:  # a journal dpkg left in updates/ is a cut-short run whatever the status says
+        (admin / "updates" / "0001").write_text("")
+        assert subprocess.run(["sh", "-c", script], env=env).returncode == 0
+
+
 @pytest.fixture(params=AWKS or ["awk"])
 def merge(request, tmp_path):
     def run(current: str | None, patch: str) -> tuple[int, str, str]:

@@ -151,6 +151,6 @@ def file_state_check(path: str, content: bytes | None, mode: str, owner: str, gr
     parts = [f"[ -f {q(path)} ]"]
     if content is not None:
         digest = hashlib.sha256(content).hexdigest()
-        parts.append(f"[ \"$(sha256sum < {q(path)} | cut -c1-64)\" = {digest} ]")
+        parts.append(f"[ \"$(sha256sum < {q(path)})\" = '{digest}  -' ]")  # one process: stdin's sum ends "  -"
     parts.append(f"[ \"$(stat -c '%a %U %G' {q(path)})\" = {q(f'{mode} {owner} {group}')} ]")
     return " && ".join(parts)
