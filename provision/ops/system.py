@@ -81,15 +81,19 @@ def service(args: dict, ctx: OpContext) -> Step:
     require("name", name, "service name", ctx.where, RoleError)
     guard = NO_SYSTEMD.replace("{what}", f"service {name}")
     checks, applies = [guard], []
+    # A unit whose earlier starts failed (docker's first start, say, before its daemon.json is
+    # right) stays refused by its StartLimitBurst for StartLimitIntervalSec even once the cause is
+    # fixed; reset-failed clears that counter (systemd.unit(5)), and a start that still fails says so.
+    reset = f"{{ systemctl reset-failed {q(name)} > /dev/null 2>&1 || true; }}"
     if state == "started":
         checks.append(f"systemctl is-active --quiet {q(name)}")
-        applies.append(f"systemctl start {q(name)}")
+        applies.append(f"{reset} && systemctl start {q(name)}")
     elif state == "stopped":
         checks.append(f"! systemctl is-active --quiet {q(name)}")
         applies.append(f"systemctl stop {q(name)}")
     elif state in ("restarted", "reloaded"):
         checks.append("false")
-        applies.append(f"systemctl {state[:-2]} {q(name)}")
+        applies.append(f"{reset} && systemctl {state[:-2]} {q(name)}")
     else:
         raise RoleError(f"{ctx.where}: service state must be started, stopped, restarted or reloaded, got {state!r}")
     if args["enabled"] is not None:
@@ -100,7 +104,7 @@ def service(args: dict, ctx: OpContext) -> Step:
         check=guard + "\n" + " && ".join(checks[1:]),
         apply=f"{guard}\n" + " && ".join(applies),
         ok_reason=f"service {name} {state}",
-        change=f"{' and '.join(a.split()[1] for a in applies)} {name}",
+        change=f"{' and '.join(a.split('&& ')[-1].split()[1] for a in applies)} {name}",
         recheck=state not in ("restarted", "reloaded"),
     )
 
