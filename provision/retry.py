@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import re
 import socket
 import time
@@ -25,15 +26,21 @@ TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENET
 # "kex_exchange_identification: ...", "Connection timed out during banner exchange") and
 # channels.c ("channel %d: open failed: %s: %s" for a -W forward). Host key and authentication
 # failures never match: they are answers, and trying again cannot change them.
-OPENSSH_TRANSIENT = re.compile(
+OPENSSH_TRANSIENT = (
     r"ssh: connect to host .* port \d+: (No route to host|Connection refused|Connection timed out|"
     r"Network is unreachable|Connection reset by peer|Operation timed out)"
     r"|kex_exchange_identification: (read: Connection reset by peer|Connection closed by remote host)"
     r"|ssh_exchange_identification: (read: Connection reset by peer|Connection closed by remote host)"
     r"|Connection timed out during banner exchange"
     r"|open failed: connect failed: (No route to host|Connection refused|Connection timed out|Network is unreachable)")
-OPENSSH_NEVER = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|Permission denied"
-                           r"|Too many authentication failures|No more authentication methods")
+OPENSSH_NEVER = (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|Permission denied"
+                 r"|Too many authentication failures|No more authentication methods")
+
+
+@functools.cache
+def _openssh_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """OPENSSH_TRANSIENT and OPENSSH_NEVER compiled when a failure is first read, not by every run at import."""
+    return re.compile(OPENSSH_TRANSIENT), re.compile(OPENSSH_NEVER)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,8 @@ def transient_socket_error(exc: BaseException) -> bool:
 
 def openssh_transient(returncode: int, stderr: str) -> bool:
     """Whether an OpenSSH client run failed while connecting, for a reason that may pass."""
-    return returncode == 255 and not OPENSSH_NEVER.search(stderr) and bool(OPENSSH_TRANSIENT.search(stderr))
+    transient, never = _openssh_patterns()
+    return returncode == 255 and not never.search(stderr) and bool(transient.search(stderr))
 
 
 def with_retries(once: Callable[[], T], policy: RetryPolicy,

@@ -1,6 +1,7 @@
 """Values validated by kind (package, path, URL, host, user, port, ...) before they land in a file, a name or argv."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +25,21 @@ class Kind:
     """What a value of this kind may contain, as a pattern and in words (for the error)."""
 
     name: str
-    pattern: re.Pattern | None
+    source: str | None  # the pattern's text: compiled on first use, as a run checks only a few kinds
     says: str
+
+    @property
+    def pattern(self) -> re.Pattern | None:
+        return None if self.source is None else _compiled(self.source)
+
+
+@functools.cache
+def _compiled(source: str) -> re.Pattern:
+    return re.compile(source, re.S)
 
 
 def _kind(name: str, pattern: str | None, says: str) -> Kind:
-    return Kind(name, re.compile(pattern, re.S) if pattern else None, says)
+    return Kind(name, pattern or None, says)
 
 
 _DNS = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?"
