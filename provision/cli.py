@@ -1,6 +1,8 @@
 """The commands behind tasks.py: load and validate everything, then run, show and report."""
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
 
 PROJECT = Path(__file__).resolve().parent.parent
 ROLES_DIR = PROJECT / "roles"
+
+# The interpreter's last garbage collections at exit walk every object paramiko, rich, jinja2 and
+# PyYAML made, only to free memory the exit frees anyway: 0.1-0.15 s of a 0.5 s no-op here.
+# Frozen objects are left out of those collections (gc.freeze); atexit handlers and module teardown
+# still run, and a run closes everything it writes before it returns.
+atexit.register(gc.freeze)
 
 
 def parse_extra(items: list[str]) -> dict[str, Any]:
