@@ -34,8 +34,12 @@ while read -r key value _; do
 done < /proc/meminfo 2>/dev/null
 set --
 for d in / /var/lib/docker /var/tmp; do [ -d "$d" ] && set -- "$@" "$d"; done
-# df -P prints one unwrapped line per argument, in the order given.
-df -Pk "$@" 2>/dev/null | { read -r _; for d in "$@"; do read -r _ _ _ free _ && echo "disk_free_kb $d=$free"; done; }
+# df -P prints one unwrapped line per argument, in the order given, when it can read them all.
+if df_out=$(df -Pk "$@" 2>/dev/null); then
+  printf '%s\n' "$df_out" | { read -r _; for d in "$@"; do read -r _ _ _ free _ && echo "disk_free_kb $d=$free"; done; }
+else
+  for d in "$@"; do echo "disk_free_kb $d=$(df -Pk "$d" 2>/dev/null | awk 'NR==2 {print $4}')"; done
+fi
 sb=unknown
 if command -v mokutil >/dev/null 2>&1; then
   case $(mokutil --sb-state 2>/dev/null) in *enabled*) sb=enabled ;; *disabled*) sb=disabled ;; esac

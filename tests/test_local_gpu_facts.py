@@ -77,3 +77,22 @@ def test_the_verify_query_reads_every_gpu_of_this_machine_when_nvidia_smi_exists
 
 def test_facts_script_reads_only_sysfs_for_gpus():
     assert "lspci" not in FACTS_SCRIPT and "/sys/bus/pci/devices" in FACTS_SCRIPT
+
+
+def test_a_df_that_fails_for_one_directory_leaves_the_others_their_own_figures(tmp_path):
+    """One df for all directories; when it fails for one, its lines no longer match the arguments in order."""
+    import subprocess
+
+    real_df = shutil.which("df")
+    fake = tmp_path / "bin" / "df"
+    fake.parent.mkdir()
+    # A df that cannot read /var/tmp when asked for several directories: the header, /'s line, an error.
+    fake.write_text(f'#!/bin/sh\nfor a; do [ "$a" = /var/tmp ] && [ $# -gt 2 ] && '
+                    f'{{ {real_df} -Pk / | head -n 2; echo "df: /var/tmp: unreadable" >&2; exit 1; }}; done\n'
+                    f'exec {real_df} "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    facts = parse_facts(subprocess.run(["sh", "-c", FACTS_SCRIPT], capture_output=True, text=True, env=env).stdout)
+    alone = subprocess.run([real_df, "-Pk", "/var/tmp"], capture_output=True, text=True).stdout.splitlines()[1].split()
+    assert abs(facts["disk_free_kb"]["/var/tmp"] - int(alone[3])) < 1_000_000
+    assert facts["disk_free_kb"]["/"] > 0
