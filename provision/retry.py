@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import re
 import socket
 import time
@@ -36,11 +35,6 @@ OPENSSH_TRANSIENT = (
 OPENSSH_NEVER = (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|Permission denied"
                  r"|Too many authentication failures|No more authentication methods")
 
-
-@functools.cache
-def _openssh_patterns() -> tuple[re.Pattern, re.Pattern]:
-    """OPENSSH_TRANSIENT and OPENSSH_NEVER compiled when a failure is first read, not by every run at import."""
-    return re.compile(OPENSSH_TRANSIENT), re.compile(OPENSSH_NEVER)
 
 
 @dataclass(frozen=True)
@@ -83,8 +77,8 @@ def transient_socket_error(exc: BaseException) -> bool:
 
 def openssh_transient(returncode: int, stderr: str) -> bool:
     """Whether an OpenSSH client run failed while connecting, for a reason that may pass."""
-    transient, never = _openssh_patterns()
-    return returncode == 255 and not never.search(stderr) and bool(transient.search(stderr))
+    # Patterns as text: re compiles (and caches) them when a failure is first read, not at every start.
+    return returncode == 255 and not re.search(OPENSSH_NEVER, stderr) and bool(re.search(OPENSSH_TRANSIENT, stderr))
 
 
 def with_retries(once: Callable[[], T], policy: RetryPolicy,

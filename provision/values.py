@@ -1,7 +1,6 @@
 """Values validated by kind (package, path, URL, host, user, port, ...) before they land in a file, a name or argv."""
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,17 +24,8 @@ class Kind:
     """What a value of this kind may contain, as a pattern and in words (for the error)."""
 
     name: str
-    source: str | None  # the pattern's text: compiled on first use, as a run checks only a few kinds
+    source: str | None  # the pattern as text: re compiles (and caches) it on first use; a run checks a few kinds
     says: str
-
-    @property
-    def pattern(self) -> re.Pattern | None:
-        return None if self.source is None else _compiled(self.source)
-
-
-@functools.cache
-def _compiled(source: str) -> re.Pattern:
-    return re.compile(source, re.S)
 
 
 def _kind(name: str, pattern: str | None, says: str) -> Kind:
@@ -103,7 +93,7 @@ def _scalar_ok(kind: Kind, value: Any) -> bool:
         return isinstance(value, int) and (1 <= value <= 65535 if kind.name == "port" else value >= 0)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
-    return isinstance(value, str) and kind.pattern is not None and kind.pattern.fullmatch(value) is not None
+    return isinstance(value, str) and kind.source is not None and re.fullmatch(kind.source, value, re.S) is not None
 
 
 def _mapping_problem(value: Any) -> tuple[Any, Kind] | None:

@@ -1,7 +1,9 @@
 """Facts, preflight and the nvidia-smi check run through the local transport, as on a GPU workstation."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -27,9 +29,6 @@ def test_facts_of_this_machine_through_the_local_transport(tmp_path):
 
 def test_facts_of_this_machine_match_what_each_command_says_alone(tmp_path):
     """The facts script reads several facts per process; each must equal the plain command's answer."""
-    import os
-    import subprocess
-
     def out(*argv: str) -> str:
         return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
 
@@ -44,8 +43,6 @@ def test_facts_of_this_machine_match_what_each_command_says_alone(tmp_path):
 
 
 def test_a_user_without_a_passwd_entry_is_named_by_uid_as_id_does():
-    import subprocess
-
     if shutil.which("setpriv") is None or subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
         pytest.skip("needs root and setpriv to run the facts script as a uid with no passwd entry")
     as_nobody = subprocess.run(["setpriv", "--reuid", "48213", "--regid", "48213", "--clear-groups", "sh", "-c", FACTS_SCRIPT],
@@ -63,8 +60,6 @@ def test_preflight_of_this_machine_decides_from_its_real_gpus(tmp_path):
 
 
 def test_the_verify_query_reads_every_gpu_of_this_machine_when_nvidia_smi_exists(tmp_path):
-    import subprocess
-
     if shutil.which("nvidia-smi") is None:
         pytest.skip("no nvidia-smi on this machine: run on a GPU machine to check the query against a real driver")
     run = subprocess.run(NVIDIA_SMI_QUERY, shell=True, capture_output=True, text=True)
@@ -81,8 +76,6 @@ def test_facts_script_reads_only_sysfs_for_gpus():
 
 def test_a_df_that_fails_for_one_directory_leaves_the_others_their_own_figures(tmp_path):
     """One df for all directories; when it fails for one, its lines no longer match the arguments in order."""
-    import subprocess
-
     real_df = shutil.which("df")
     fake = tmp_path / "bin" / "df"
     fake.parent.mkdir()

@@ -80,31 +80,32 @@ def service(args: dict, ctx: OpContext) -> Step:
     name, state = args["name"], args["state"]
     require("name", name, "service name", ctx.where, RoleError)
     guard = NO_SYSTEMD.replace("{what}", f"service {name}")
-    checks, applies = [guard], []
-    # A unit whose earlier starts failed (docker's first start, say, before its daemon.json is
-    # right) stays refused by its StartLimitBurst for StartLimitIntervalSec even once the cause is
-    # fixed; reset-failed clears that counter (systemd.unit(5)), and a start that still fails says so.
-    reset = f"{{ systemctl reset-failed {q(name)} > /dev/null 2>&1 || true; }}"
+    checks = []
     if state == "started":
         checks.append(f"systemctl is-active --quiet {q(name)}")
-        applies.append(f"{reset} && systemctl start {q(name)}")
+        verbs = ["start"]
     elif state == "stopped":
         checks.append(f"! systemctl is-active --quiet {q(name)}")
-        applies.append(f"systemctl stop {q(name)}")
+        verbs = ["stop"]
     elif state in ("restarted", "reloaded"):
         checks.append("false")
-        applies.append(f"{reset} && systemctl {state[:-2]} {q(name)}")
+        verbs = [state[:-2]]
     else:
         raise RoleError(f"{ctx.where}: service state must be started, stopped, restarted or reloaded, got {state!r}")
     if args["enabled"] is not None:
         verb = "enable" if args["enabled"] else "disable"
         checks.append(f"{'' if args['enabled'] else '! '}systemctl is-enabled --quiet {q(name)}")
-        applies.insert(0, f"systemctl {verb} {q(name)}")
+        verbs.insert(0, verb)
+    # A unit whose earlier starts failed (docker's first start, say, before its daemon.json is
+    # right) stays refused by its StartLimitBurst for StartLimitIntervalSec even once the cause is
+    # fixed; reset-failed clears that counter (systemd.unit(5)), and a start that still fails says so.
+    reset = f"{{ systemctl reset-failed {q(name)} > /dev/null 2>&1 || true; }} && "
+    applies = [f"{reset if verb in ('start', 'restart', 'reload') else ''}systemctl {verb} {q(name)}" for verb in verbs]
     return Step(
-        check=guard + "\n" + " && ".join(checks[1:]),
+        check=guard + "\n" + " && ".join(checks),
         apply=f"{guard}\n" + " && ".join(applies),
         ok_reason=f"service {name} {state}",
-        change=f"{' and '.join(a.split('&& ')[-1].split()[1] for a in applies)} {name}",
+        change=f"{' and '.join(verbs)} {name}",
         recheck=state not in ("restarted", "reloaded"),
     )
 
